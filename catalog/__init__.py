@@ -1,0 +1,1 @@
+"""What can be requested: KAITO presets, GPU instance types and their prices."""

@@ -1,0 +1,8 @@
+"""Catalog app configuration."""
+
+from django.apps import AppConfig
+
+
+class CatalogConfig(AppConfig):
+    name = "catalog"
+    verbose_name = "Catalog"

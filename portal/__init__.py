@@ -1,0 +1,1 @@
+"""KAITO Portal project plumbing: settings, URLs, ASGI entry point and API plumbing."""

@@ -1,0 +1,36 @@
+"""Shared fixtures: fast password hashing, the real catalog data, users."""
+
+import io
+import os
+
+import pytest
+from django.core.management import call_command
+
+# Playwright's sync API runs an event loop in the main thread; Django's ORM in the test body
+# would otherwise refuse to run (tooling-recipes.md §3, gotcha 1).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def catalog(db):
+    """The catalog loaded from the project's real data files (KAITO v0.12.0)."""
+    from catalog.models import Preset
+
+    if not Preset.objects.exists():
+        call_command("sync_catalog", stdout=io.StringIO())
+
+
+@pytest.fixture
+def user(db, django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def user_client(client, user):
+    client.force_login(user)
+    return client

@@ -1,0 +1,1 @@
+"""Everything after a request exists: requests, approval, cluster apply, status, chat."""

@@ -1,0 +1,8 @@
+"""Workspaces app configuration."""
+
+from django.apps import AppConfig
+
+
+class WorkspacesConfig(AppConfig):
+    name = "workspaces"
+    verbose_name = "Workspaces"

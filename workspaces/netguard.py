@@ -26,9 +26,7 @@ BLOCKED_HOSTS = {
     "metadata.azure.com",
     "metadata",
 }
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network(
-    "100.64.0.0/10"
-)  # carrier-grade NAT; Alibaba's metadata lives here
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT; Alibaba's metadata lives here
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -157,7 +155,9 @@ def check_url(
 ) -> CheckedURL:
     """Refuse what KAITO refuses and what could reach the cluster's own network; report the addresses.
 
-    `allow_hosts` lets tests reach their own servers on 127.0.0.1; production never sets it.
+    `allow_hosts` lets tests reach their own servers on 127.0.0.1; production never sets it. It holds
+    host names or addresses; a name that resolves only to allowed addresses passes too (tests of the
+    fetcher's address pinning need a name that resolves to 127.0.0.1).
     A name that does not resolve is not an error here (KAITO's downloader may see other DNS);
     the caller decides whether to warn.
     """
@@ -178,14 +178,14 @@ def check_url(
             )
         problem = address_problem(address)
         if problem:
-            raise UnsafeURL(
-                f"The host {host} is {problem}; the tuning job must download from a public address."
-            )
+            raise UnsafeURL(f"The host {host} is {problem}; the tuning job must download from a public address.")
         return CheckedURL(**{**checked.__dict__, "addresses": (str(address),)})
     if not resolve:
         return checked
     addresses, error = _resolve(host, port, resolver or _default_resolver, timeout)
     for text in addresses:
+        if text in allow_hosts:
+            continue
         problem = address_problem(ipaddress.ip_address(text.split("%", 1)[0]))
         if problem:
             raise UnsafeURL(f"The host {host} resolves to {text}, {problem}; use a public URL.")

@@ -96,3 +96,13 @@ def test_public_literal_and_allow_list():
 def test_parse_ip_literal(host, address, unusual):
     parsed, is_unusual = parse_ip_literal(host)
     assert (str(parsed) if parsed else None, is_unusual) == (address, unusual)
+
+
+def test_allow_list_covers_names_resolving_to_allowed_addresses():
+    dns = fake_dns({"data.test": ["127.0.0.1"], "mixed.test": ["127.0.0.1", "10.0.0.5"]})
+    checked = check_url("http://data.test:8080/x", resolver=dns, allow_hosts={"127.0.0.1"})
+    assert checked.addresses == ("127.0.0.1",)
+    with pytest.raises(UnsafeURL, match="loopback"):
+        check_url("http://data.test:8080/x", resolver=dns)
+    with pytest.raises(UnsafeURL, match=r"10\.0\.0\.5"):
+        check_url("http://mixed.test/x", resolver=dns, allow_hosts={"127.0.0.1"})

@@ -69,9 +69,7 @@ class FitSerializer(serializers.Serializer):
     vllm_min_gpus = serializers.IntegerField(source="vllm.min_gpus", allow_null=True)
     fits_single_node = serializers.BooleanField(source="vllm.single_node")
     transformers_fits = serializers.SerializerMethodField()
-    hourly_cost_usd = serializers.DecimalField(
-        source="hourly_cost", max_digits=12, decimal_places=4, allow_null=True
-    )
+    hourly_cost_usd = serializers.DecimalField(source="hourly_cost", max_digits=12, decimal_places=4, allow_null=True)
 
     def get_transformers_fits(self, row: object) -> bool | None:
         transformers = row.transformers
@@ -126,9 +124,7 @@ class PresetDetailApi(APIView):
 
 class InstanceTypeListApi(APIView):
     @extend_schema(
-        parameters=[
-            OpenApiParameter("min_gpu_memory_gib", float, description="Per-GPU memory at least this")
-        ],
+        parameters=[OpenApiParameter("min_gpu_memory_gib", float, description="Per-GPU memory at least this")],
         responses=InstanceTypeSerializer(many=True),
     )
     def get(self, request: Request) -> Response:

@@ -94,9 +94,7 @@ def estimate(model: ModelSpec, gpu: GpuSpec, *, runtime: str = "vllm") -> Fit:
     return estimate_vllm(model, gpu)
 
 
-def smallest_fit(
-    model: ModelSpec, gpus: Iterable[tuple[str, GpuSpec]], *, runtime: str = "vllm"
-) -> str | None:
+def smallest_fit(model: ModelSpec, gpus: Iterable[tuple[str, GpuSpec]], *, runtime: str = "vllm") -> str | None:
     """Name of the instance type with the least total GPU memory on which the model runs on one node."""
     candidates = sorted(gpus, key=lambda item: (item[1].total_gib, item[1].gpu_count, item[0]))
     for name, gpu in candidates:

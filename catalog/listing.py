@@ -47,9 +47,7 @@ def fit_table(preset: Preset, instance_types: Sequence[InstanceType], *, region:
             FitRow(
                 instance_type=it,
                 vllm=vllm,
-                transformers=fit.estimate_transformers(spec, it.gpu_spec())
-                if preset.supports_transformers
-                else None,
+                transformers=fit.estimate_transformers(spec, it.gpu_spec()) if preset.supports_transformers else None,
                 hourly_price=price,
                 hourly_cost=price * vllm.nodes if price is not None and vllm.nodes else None,
             )
@@ -94,9 +92,7 @@ def preset_rows(
             chosen = fit.estimate(spec, fits_on.gpu_spec(), runtime=runtime or "vllm") if spec else None
             if chosen is None or not chosen.single_node:
                 continue
-        rows.append(
-            PresetRow(preset, smallest_instance_type(preset, offered, runtime=runtime or "vllm"), chosen)
-        )
+        rows.append(PresetRow(preset, smallest_instance_type(preset, offered, runtime=runtime or "vllm"), chosen))
     key = SORTS.get(sort, SORTS["name"])[1]
     rows.sort(key=lambda r: (r.preset.acceptance != Preset.Acceptance.ACCEPTED, key(r)))
     return rows

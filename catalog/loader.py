@@ -95,9 +95,7 @@ def _served_name(name: str) -> str:
     return name.rsplit("/", 1)[-1].lower()
 
 
-def parse_presets(
-    catalog: dict[str, Any], supported: dict[str, Any], curated: dict[str, Any]
-) -> list[PresetEntry]:
+def parse_presets(catalog: dict[str, Any], supported: dict[str, Any], curated: dict[str, Any]) -> list[PresetEntry]:
     """Merge KAITO's catalogue, its legacy list and the portal's curation into one entry per preset."""
     legacy = {m["name"]: m for m in supported.get("models", []) if m["name"] != "base"}
     curation = {c["name"].lower(): c for c in curated.get("presets", [])}
@@ -112,9 +110,7 @@ def parse_presets(
         aliases = tuple(a.lower() for a in extra.get("aliases", []))
         unknown = [a for a in aliases if a not in legacy]
         if unknown:
-            raise CatalogDataError(
-                f"portal_presets.yaml: aliases {unknown} of {name} are not in supported_models.yaml"
-            )
+            raise CatalogDataError(f"portal_presets.yaml: aliases {unknown} of {name} are not in supported_models.yaml")
         aliased.update(aliases)
         tunable = bool(extra.get("tunable"))
         tuning_image = ""
@@ -152,9 +148,7 @@ def parse_presets(
             )
         )
     if curation:
-        raise CatalogDataError(
-            f"portal_presets.yaml names models KAITO's catalogue lacks: {sorted(curation)}"
-        )
+        raise CatalogDataError(f"portal_presets.yaml names models KAITO's catalogue lacks: {sorted(curation)}")
     for name, model in legacy.items():
         if name in aliased:
             continue

@@ -133,9 +133,7 @@ class PresetAlias(models.Model):
 class InstanceTypeQuerySet(models.QuerySet["InstanceType"]):
     def offered(self) -> InstanceTypeQuerySet:
         """Instance types KAITO accepts today, smallest GPU memory first."""
-        return self.filter(is_active=True, retired_in="").order_by(
-            "total_gpu_memory_gib", "gpu_count", "name"
-        )
+        return self.filter(is_active=True, retired_in="").order_by("total_gpu_memory_gib", "gpu_count", "name")
 
 
 class InstanceType(models.Model):
@@ -186,9 +184,7 @@ class Price(models.Model):
 
     class Meta:
         ordering = ["instance_type__total_gpu_memory_gib", "region"]
-        constraints = [
-            models.UniqueConstraint(fields=["instance_type", "region"], name="one_price_per_region")
-        ]
+        constraints = [models.UniqueConstraint(fields=["instance_type", "region"], name="one_price_per_region")]
 
     def __str__(self) -> str:
         return f"{self.instance_type} in {self.region}: ${self.hourly_usd}/h"

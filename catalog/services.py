@@ -12,9 +12,7 @@ from catalog.loader import CatalogData, InstanceTypeEntry, PresetEntry, PriceEnt
 from catalog.models import InstanceType, Preset, PresetAlias, Price
 
 
-def _upsert(
-    model: type[models.Model], key: dict[str, Any], values: dict[str, Any], counts: Counter
-) -> models.Model:
+def _upsert(model: type[models.Model], key: dict[str, Any], values: dict[str, Any], counts: Counter) -> models.Model:
     obj = model.objects.filter(**key).first()
     if obj is None:
         counts["created"] += 1
@@ -80,9 +78,7 @@ def catalog_sync(*, data: CatalogData) -> dict[str, Counter]:
 
     seen_types: set[int] = set()
     for entry in data.instance_types:
-        obj = _upsert(
-            InstanceType, {"name": entry.name}, _instance_type_values(entry), counts["instance types"]
-        )
+        obj = _upsert(InstanceType, {"name": entry.name}, _instance_type_values(entry), counts["instance types"])
         seen_types.add(obj.pk)
     counts["instance types"]["deactivated"] = (
         InstanceType.objects.filter(is_active=True).exclude(pk__in=seen_types).update(is_active=False)

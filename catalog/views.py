@@ -34,9 +34,7 @@ def preset_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "region": settings.PRICE_REGION,
         "smallest": smallest_instance_type(preset, offered),
         "smallest_transformers": (
-            smallest_instance_type(preset, offered, runtime="transformers")
-            if preset.supports_transformers
-            else None
+            smallest_instance_type(preset, offered, runtime="transformers") if preset.supports_transformers else None
         ),
         "retired": InstanceType.objects.filter(is_active=True).exclude(retired_in=""),
     }

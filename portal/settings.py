@@ -40,7 +40,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "django_htmx",
     "template_partials",
@@ -96,9 +95,7 @@ else:
 # ------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -124,8 +121,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -144,6 +141,14 @@ SPECTACULAR_SETTINGS = {
 KAITO_VERSION = "v0.12.0"
 # The Azure region whose prices the cost estimate uses (catalog.Price rows per region).
 PRICE_REGION = env("PORTAL_PRICE_REGION", default="eastus")
+# Fernet key (urlsafe base64, 32 bytes) for secrets held until they are applied; derived from
+# SECRET_KEY when unset, so rotating SECRET_KEY makes pending secrets unreadable (they must be re-entered).
+ENCRYPTION_KEY = env("PORTAL_ENCRYPTION_KEY", default="")
+MAX_INFERENCE_HOURS = env.int("PORTAL_MAX_INFERENCE_HOURS", default=720)
+MAX_TUNING_HOURS = env.int("PORTAL_MAX_TUNING_HOURS", default=168)
+BASE_URL = env("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
+# Hosts the dataset checks may reach although they are local; only tests set this, never production.
+PREFLIGHT_ALLOW_HOSTS: list[str] = []
 
 # EMAIL
 # ------------------------------------------------------------------------------

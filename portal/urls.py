@@ -12,7 +12,9 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("catalog/", include("catalog.urls")),
+    path("workspaces/", include("workspaces.urls")),
     path("api/", include("catalog.api_urls")),
+    path("api/", include("workspaces.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.usefixtures("catalog")
 
 def test_api_requires_authentication(client):
     response = client.get("/api/presets/")
-    assert response.status_code == 403
+    assert response.status_code == 401
     assert "credentials were not provided" in response.json()["detail"]
 
 

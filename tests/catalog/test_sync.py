@@ -22,9 +22,7 @@ def sync(data_dir=DATA_DIR) -> str:
 
 def snapshot():
     return (
-        sorted(
-            Preset.objects.values_list("name", "is_active", "acceptance", "weight_gib", "tunable", "gated")
-        ),
+        sorted(Preset.objects.values_list("name", "is_active", "acceptance", "weight_gib", "tunable", "gated")),
         sorted(PresetAlias.objects.values_list("alias", "preset__name")),
         sorted(InstanceType.objects.values_list("name", "is_active", "gpu_count", "retired_in")),
         sorted(Price.objects.values_list("instance_type__name", "region", "hourly_usd")),
@@ -131,9 +129,7 @@ def test_admin_edited_price_is_kept(data_copy):
     price.hourly_usd = Decimal("2.5000")
     price.managed_by_sync = False
     price.save()
-    edit_yaml(
-        data_copy / "prices.yaml", lambda d: d["prices"].__setitem__("Standard_NC24ads_A100_v4", "9.99")
-    )
+    edit_yaml(data_copy / "prices.yaml", lambda d: d["prices"].__setitem__("Standard_NC24ads_A100_v4", "9.99"))
     output = sync(data_copy)
     assert "1 kept (edited by an admin)" in output
     price.refresh_from_db()

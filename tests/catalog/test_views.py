@@ -119,10 +119,7 @@ def test_detail_page_shows_fit_table_and_facts(user_client):
 
 
 def test_detail_by_legacy_alias_and_for_a_rejected_name(user_client):
-    assert (
-        "microsoft/Phi-3-mini-128k-instruct"
-        in user_client.get("/catalog/presets/phi-3-mini-128k-instruct/").text
-    )
+    assert "microsoft/Phi-3-mini-128k-instruct" in user_client.get("/catalog/presets/phi-3-mini-128k-instruct/").text
     falcon = user_client.get("/catalog/presets/falcon-7b/").text
     assert 'id="acceptance-note"' in falcon and "no longer resolves" in falcon
     assert "Deploy" not in falcon

@@ -13,9 +13,7 @@ class Command(BaseCommand):
     help = "Load the catalog data files (idempotent: upsert, deactivate what disappeared, delete nothing)."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "--data-dir", type=Path, default=DATA_DIR, help="Folder with the catalog data files."
-        )
+        parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="Folder with the catalog data files.")
 
     def handle(self, *args: object, data_dir: Path, **options: object) -> None:
         try:

@@ -1,0 +1,14 @@
+"""Workspace API URLs (mounted under /api/)."""
+
+from django.urls import path
+
+from workspaces import api
+
+urlpatterns = [
+    path("workspaces/", api.RequestListCreateApi.as_view(), name="api-request-list"),
+    path("workspaces/<int:pk>/", api.RequestDetailApi.as_view(), name="api-request-detail"),
+    path("workspaces/<int:pk>/manifest/", api.RequestManifestApi.as_view(), name="api-request-manifest"),
+    path("workspaces/<int:pk>/approve/", api.RequestApproveApi.as_view(), name="api-request-approve"),
+    path("workspaces/<int:pk>/reject/", api.RequestRejectApi.as_view(), name="api-request-reject"),
+    path("workspaces/<int:pk>/withdraw/", api.RequestWithdrawApi.as_view(), name="api-request-withdraw"),
+]

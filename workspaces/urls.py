@@ -1,0 +1,19 @@
+"""Workspace page URLs."""
+
+from django.urls import path
+
+from workspaces import views
+
+app_name = "workspaces"
+urlpatterns = [
+    path("", views.request_list, name="request-list"),
+    path("new/<str:kind>/", views.request_create, name="request-create"),
+    path("new/<str:kind>/preview/", views.request_preview, name="request-preview"),
+    path("training-defaults/", views.training_defaults, name="training-defaults"),
+    path("instance-type-options/", views.instance_type_options, name="instance-type-options"),
+    path("approvals/", views.approval_queue, name="approval-queue"),
+    path("<int:pk>/", views.request_detail, name="request-detail"),
+    path("<int:pk>/manifest.yaml", views.request_manifest, name="request-manifest"),
+    path("<int:pk>/decide/", views.request_decide, name="request-decide"),
+    path("<int:pk>/withdraw/", views.request_withdraw, name="request-withdraw"),
+]

@@ -1,0 +1,181 @@
+"""Workspace pages: request forms with live preview, the request list and page, the approval queue."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from portal.http import HtmxHttpRequest, wants_fragment
+from workspaces import services
+from workspaces.forms import (
+    DecisionForm,
+    InferenceRequestForm,
+    RequestForm,
+    TuningRequestForm,
+    instance_type_choices,
+    smallest_for,
+)
+from workspaces.kaito import defaults
+from workspaces.kaito.manifests import to_yaml
+from workspaces.models import Status, WorkspaceRequest
+
+FORMS: dict[str, type[RequestForm]] = {"inference": InferenceRequestForm, "tuning": TuningRequestForm}
+
+
+def _request_for(request: HtmxHttpRequest, pk: int) -> WorkspaceRequest:
+    """The request if the user may see it; 404 otherwise, so ids of other teams' requests do not leak."""
+    obj = get_object_or_404(WorkspaceRequest.objects.with_related(), pk=pk)
+    if not services.can_view(request.user, obj):
+        raise Http404("No such request.")
+    return obj
+
+
+@require_http_methods(["GET", "POST"])
+def request_create(request: HtmxHttpRequest, kind: str) -> HttpResponse:
+    form_class = FORMS.get(kind)
+    if form_class is None:
+        raise Http404("Unknown kind of workspace.")
+    if request.method == "POST":
+        form = form_class(request.POST, user=request.user)
+        if form.is_valid():
+            try:
+                created = services.request_create(requester=request.user, draft=form.to_draft())
+            except ValidationError as exc:  # a race, e.g. the name was taken meanwhile
+                for name, errors in exc.message_dict.items():
+                    form.add_error(name if name in form.fields else None, errors)
+            else:
+                messages.success(request, f"Request {created} sent for approval.")
+                return redirect("workspaces:request-detail", pk=created.pk)
+    else:
+        initial = {key: request.GET[key] for key in ("preset", "name", "method", "output_image") if key in request.GET}
+        if "adapter" in request.GET:  # "Deploy with this adapter" from a finished tuning request
+            initial["adapters"] = request.GET["adapter"]
+        form = form_class(initial=initial, user=request.user)
+    context = {"form": form, "kind": kind, "presets": form.preset_choices}
+    return render(request, "workspaces/request_form.html", context)
+
+
+@require_POST
+def request_preview(request: HtmxHttpRequest, kind: str) -> HttpResponse:
+    """The live manifest and cost for what is in the form now (htmx, on every change)."""
+    form_class = FORMS.get(kind)
+    if form_class is None:
+        raise Http404("Unknown kind of workspace.")
+    form = form_class(request.POST, user=request.user)
+    form.is_valid()  # fills cleaned_data for the valid fields
+    preview = services.request_preview(requester=request.user, draft=form.to_draft())
+    context = {"preview": preview, "form": form, "kind": kind}
+    return render(request, "workspaces/request_form.html#preview", context)
+
+
+@require_GET
+def training_defaults(request: HtmxHttpRequest) -> HttpResponse:
+    """The tuning-parameters editor refilled with KAITO's defaults for the chosen method."""
+    method = request.GET.get("method", "qlora")
+    if method not in ("qlora", "lora"):
+        raise Http404("Unknown method.")
+    field = TuningRequestForm.base_fields["training_config"]
+    html = field.widget.render("training_config", defaults.training_config(method), attrs={"id": "id_training_config"})
+    return HttpResponse(html)
+
+
+@require_GET
+def instance_type_options(request: HtmxHttpRequest) -> HttpResponse:
+    """The instance-type options for a model, the smallest it fits on selected."""
+    preset = request.GET.get("preset", "")
+    context = {"choices": instance_type_choices(preset), "selected": smallest_for(preset)}
+    return render(request, "workspaces/_instance_type_options.html", context)
+
+
+@require_GET
+def request_list(request: HtmxHttpRequest) -> HttpResponse:
+    queryset = WorkspaceRequest.objects.visible_to(request.user).with_related()
+    status = request.GET.get("status", "")
+    if status in Status.values:
+        queryset = queryset.filter(status=status)
+    if request.GET.get("mine"):
+        queryset = queryset.filter(requester=request.user)
+    page = Paginator(queryset, 50).get_page(request.GET.get("page"))
+    context = {"page": page, "rows": page.object_list, "status": status, "statuses": Status.choices}
+    template = "workspaces/request_list.html"
+    if wants_fragment(request):
+        template += "#request-table"
+    return render(request, template, context)
+
+
+@require_GET
+def request_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    obj = _request_for(request, pk)
+    context = {
+        "obj": obj,
+        "events": obj.events.select_related("actor"),
+        "manifest_yaml": to_yaml(services.request_manifests(request=obj)),
+        "can_decide": obj.status == Status.PENDING_APPROVAL and services.can_approve(request.user, obj),
+        "can_withdraw": obj.status == Status.PENDING_APPROVAL and request.user.pk == obj.requester_id,
+        "decision_form": DecisionForm(),
+        "budget": services.budget_after(obj),
+    }
+    return render(request, "workspaces/request_detail.html", context)
+
+
+@require_GET
+def request_manifest(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    obj = _request_for(request, pk)
+    response = HttpResponse(to_yaml(services.request_manifests(request=obj)), content_type="application/yaml")
+    response["Content-Disposition"] = f'attachment; filename="{obj.name}.yaml"'
+    return response
+
+
+@require_GET
+def approval_queue(request: HtmxHttpRequest) -> HttpResponse:
+    pending = WorkspaceRequest.objects.approvable_by(request.user).filter(status=Status.PENDING_APPROVAL)
+    page = Paginator(pending.with_related().order_by("created_at", "id"), 50).get_page(request.GET.get("page"))
+    rows = services.with_budgets(list(page.object_list))
+    context = {"page": page, "rows": rows, "decision_form": DecisionForm()}
+    return render(request, "workspaces/approval_queue.html", context)
+
+
+@require_POST
+def request_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    obj = _request_for(request, pk)
+    form = DecisionForm(request.POST)
+    form.is_valid()
+    action = request.POST.get("action")
+    try:
+        if action == "approve":
+            services.request_approve(
+                request=obj,
+                actor=request.user,
+                note=form.cleaned_data.get("note", ""),
+                budget_override=form.cleaned_data.get("budget_override", False),
+            )
+            messages.success(request, f"Approved {obj}.")
+        elif action == "reject":
+            services.request_reject(request=obj, actor=request.user, note=form.cleaned_data.get("note", ""))
+            messages.success(request, f"Rejected {obj}.")
+        else:
+            raise ValidationError("Choose approve or reject.")
+    except PermissionDenied:
+        raise
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    target = request.POST.get("next") or ""
+    destination = target if target.startswith("/") and not target.startswith("//") else obj.get_absolute_url()
+    return HttpResponseClientRedirect(destination) if request.htmx else redirect(destination)
+
+
+@require_POST
+def request_withdraw(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    obj = _request_for(request, pk)
+    try:
+        services.request_withdraw(request=obj, actor=request.user, note=request.POST.get("note", ""))
+        messages.success(request, f"Withdrew {obj}.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("workspaces:request-detail", pk=obj.pk)

@@ -239,6 +239,17 @@ class ControlPlane:
                 raise ControlPlaneError(f"etcd compaction at {rev} failed: {err} {body}") from err
         return rev
 
+    def expire_watch_history(self) -> int:
+        """Make every resourceVersion up to now answer 410 Gone to a watch; return the revision.
+
+        Compacting etcd is not enough while the watch cache is on: the cache keeps serving a window of
+        recent events (at least ~75 s). Restarting the apiserver starts a new cache whose window begins
+        at its initial list, so older resourceVersions are "too old" (as after a real apiserver restart).
+        """
+        rev = self.compact_etcd()
+        self.restart_apiserver()
+        return rev
+
     # --- kube-apiserver -----------------------------------------------------------------------------
     def _apiserver_cmd(self) -> list[str]:
         pki = self._pki()
@@ -265,6 +276,9 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             f"--watch-cache={'true' if self.watch_cache else 'false'}",
             "--profiling=false",
+            # On SIGTERM, cut open watches 2 s after in-flight requests drained; the default waits up to
+            # --request-timeout (60 s) for watch connections that never end by themselves.
+            "--shutdown-send-retry-after=true",
             *self.extra_apiserver_args,
         ]
 
@@ -287,15 +301,20 @@ class ControlPlane:
         )
         clients.write_admin_kubeconfig(self.kubeconfig_path, self.server, pki)
 
-    def stop_apiserver(self) -> None:
-        """Stop kube-apiserver only; etcd and its data stay (open watches see their stream end)."""
+    def stop_apiserver(self, graceful: bool = True) -> None:
+        """Stop kube-apiserver only; etcd and its data stay.
+
+        graceful: SIGTERM, open watches end cleanly after ~2 s. Otherwise SIGKILL, like a crash:
+        clients see their connections reset.
+        """
         if self.apiserver_proc is not None:
-            procs.stop_pid(self.apiserver_proc.pid, timeout=20, proc=self.apiserver_proc)
+            sig = signal.SIGTERM if graceful else signal.SIGKILL
+            procs.stop_pid(self.apiserver_proc.pid, timeout=20, proc=self.apiserver_proc, sig=sig)
             self.apiserver_proc = None
 
-    def restart_apiserver(self) -> None:
+    def restart_apiserver(self, graceful: bool = True) -> None:
         """Stop and start kube-apiserver on the same port; its watch cache starts empty again."""
-        self.stop_apiserver()
+        self.stop_apiserver(graceful=graceful)
         self.start_apiserver()
 
     # --- process launch -----------------------------------------------------------------------------

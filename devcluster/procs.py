@@ -71,9 +71,11 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def stop_pid(pid: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM the process group led by pid, SIGKILL it after timeout, and reap it if it is our child."""
-    _signal_group(pid, signal.SIGTERM)  # spawn() made every child a session (and group) leader
+def stop_pid(
+    pid: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None, sig: int = signal.SIGTERM
+) -> None:
+    """Signal the process group led by pid (SIGTERM), SIGKILL it after timeout, reap it if it is our child."""
+    _signal_group(pid, sig)  # spawn() made every child a session (and group) leader
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -103,6 +105,8 @@ def free_port() -> int:
 def port_free(port: int) -> bool:
     """True if nothing listens on 127.0.0.1:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like Go's listeners: connections of a stopped server in TIME_WAIT must not count as "taken".
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -375,6 +375,8 @@ class SafeFetcher:
             if got is None or got[0] != start:
                 raise FetchError("range", f"The server answered the range request with {got}.", url=response.url)
             return response
+        if response.status == 416 and start == 0 and response.size == 0:
+            return response  # an empty file: nothing to read, not an error of the request
         if response.status == 416:
             raise FetchError("range", f"Bytes {start}-{end} lie beyond the end of the file.", url=response.url)
         self._ok(response)

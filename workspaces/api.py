@@ -27,7 +27,7 @@ class AdapterSerializer(serializers.Serializer):
 class RequestInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=WorkspaceRequest.Kind.choices)
     team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField()
     preset = serializers.CharField(help_text="Hugging Face id or legacy name.")
     instance_type = serializers.CharField(required=False, allow_blank=True, default="")
     node_selector = serializers.DictField(

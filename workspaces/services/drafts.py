@@ -243,6 +243,11 @@ def request_validate(*, requester: AbstractBaseUser, draft: RequestDraft) -> Che
         errors.add("runtime", "The runtime must be vLLM or Transformers (inference only).")
     instance, labels = _check_instance(draft, preset, errors)
     node_count = _node_count(draft, preset, instance, errors) if preset else 1
+    if node_count > 1:
+        warnings.append(
+            f"KAITO's node estimator will run {preset.name} on {node_count} × {instance.name} nodes "
+            "(weights and KV cache do not fit on one); a larger instance type may cost less."
+        )
     registry = None
     if draft.kind == "inference":
         _check_inference(draft, preset, errors)

@@ -65,7 +65,8 @@ def _install_exit_hooks() -> None:
 
         def handler(signum: int, frame: FrameType | None) -> None:
             stop_all()
-            raise SystemExit(128 + signum)  # unwinds like Ctrl-C: finally blocks and atexit run
+            # Unwind like Ctrl-C: pytest ends the session (SystemExit would only fail one test).
+            raise KeyboardInterrupt(f"signal {signum}")
 
         signal.signal(sig, handler)
 

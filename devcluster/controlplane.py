@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import atexit
-import os
-import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from kubernetes import client
 
-from devcluster import clients, crds, procs
+from devcluster import cleanup, clients, crds, procs
 from devcluster.build import require_binaries
 from devcluster.pki import Pki, create_pki, load_pki
-
-TEMP_PREFIX = "kaito-devcluster-"
 
 
 class ControlPlaneError(RuntimeError):
@@ -37,46 +31,6 @@ class Ports:
     etcd_client: int = 0
     etcd_peer: int = 0
     apiserver: int = 0
-
-
-_LIVE: set[ControlPlane] = set()
-_HOOKS_INSTALLED = False
-
-
-def stop_all() -> None:
-    """Stop every attached control plane of this process (atexit and signal handlers call this)."""
-    for plane in list(_LIVE):
-        plane.stop()
-
-
-def _install_exit_hooks() -> None:
-    """Stop attached control planes at interpreter exit and on SIGTERM/SIGHUP (SIGINT raises anyway)."""
-    global _HOOKS_INSTALLED
-    if _HOOKS_INSTALLED:
-        return
-    _HOOKS_INSTALLED = True
-    atexit.register(stop_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        previous = signal.getsignal(sig)
-        if previous not in (signal.SIG_DFL, None):
-            continue  # someone else owns this signal; atexit and PDEATHSIG still cover us
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            stop_all()
-            # Unwind like Ctrl-C: pytest ends the session (SystemExit would only fail one test).
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        signal.signal(sig, handler)
-
-
-def remove_stale_tempdirs() -> None:
-    """Remove temp folders left by control planes whose Python process was SIGKILLed."""
-    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        match = re.match(rf"{TEMP_PREFIX}(\d+)-", path.name)
-        if match and not procs.pid_alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 class ControlPlane:
@@ -112,7 +66,7 @@ class ControlPlane:
         self.apiserver_proc: subprocess.Popen[bytes] | None = None
         self.pki: Pki | None = None
         self.startup_seconds = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a SIGTERM handler may stop() mid-stop()
 
     # --- paths and addresses -------------------------------------------------------------------
     @property
@@ -139,6 +93,12 @@ class ControlPlane:
     def etcd_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.etcd_client}"
 
+    @property
+    def _bins(self) -> Path:
+        if self.bin_dir is None:
+            raise ControlPlaneError("control plane not started")
+        return self.bin_dir
+
     def _pki(self) -> Pki:
         if self.pki is None:
             raise ControlPlaneError("control plane not started")
@@ -148,22 +108,21 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         """Start etcd and kube-apiserver, write the kubeconfig, apply and wait for the CRDs."""
         started = time.monotonic()
-        bins = self.bin_dir or require_binaries()
-        self.bin_dir = bins
+        self.bin_dir = self.bin_dir or require_binaries()
         if self._own_work_dir:
-            remove_stale_tempdirs()
-            self.work_dir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+            cleanup.remove_stale_tempdirs()
+            self.work_dir = cleanup.new_tempdir()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not self.detached:
-            _LIVE.add(self)
-            _install_exit_hooks()
+            cleanup.register(self)
         try:
             pki_dir = self.work_dir / "pki"
             self.pki = load_pki(pki_dir) if (pki_dir / "ca.crt").exists() else create_pki(pki_dir)
             self._start_etcd()
             self.start_apiserver()
-            names = crds.apply_crds(self.api_client(), crds.load_crds(self.crd_files))
-            crds.wait_established(self.api_client(), names, timeout=self.start_timeout)
+            with self.api_client() as api:
+                names = crds.apply_crds(api, crds.load_crds(self.crd_files))
+                crds.wait_established(api, names, timeout=self.start_timeout)
         except BaseException:
             self.stop()
             raise
@@ -179,7 +138,7 @@ class ControlPlane:
                 self.etcd_proc = None
             if self._own_work_dir and self.work_dir != Path() and self.work_dir.exists():
                 shutil.rmtree(self.work_dir, ignore_errors=True)
-            _LIVE.discard(self)
+            cleanup.unregister(self)
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -193,7 +152,7 @@ class ControlPlane:
     def _etcd_cmd(self) -> list[str]:
         peer = f"http://127.0.0.1:{self.ports.etcd_peer}"
         return [
-            str(Path(str(self.bin_dir)) / "etcd"),
+            str(self._bins / "etcd"),
             "--name=devcluster",
             f"--data-dir={self.etcd_data_dir}",
             f"--listen-client-urls={self.etcd_url}",
@@ -256,7 +215,7 @@ class ControlPlane:
         pki = self._pki()
         port = self.ports.apiserver
         return [
-            str(Path(str(self.bin_dir)) / "kube-apiserver"),
+            str(self._bins / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
@@ -387,8 +346,8 @@ class ControlPlane:
                 "kube-apiserver": self.apiserver_proc.pid if self.apiserver_proc else None,
             },
             "binaries": {
-                "etcd": str(Path(str(self.bin_dir)) / "etcd"),
-                "kube-apiserver": str(Path(str(self.bin_dir)) / "kube-apiserver"),
+                "etcd": str(self._bins / "etcd"),
+                "kube-apiserver": str(self._bins / "kube-apiserver"),
             },
             "logs": {"etcd": str(self.etcd_log), "kube-apiserver": str(self.apiserver_log)},
         }

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from devcluster import procs
-from devcluster.controlplane import ControlPlane, ControlPlaneError, remove_stale_tempdirs
+from devcluster.cleanup import remove_stale_tempdirs
+from devcluster.controlplane import ControlPlane, ControlPlaneError
 from devcluster.crds import CRD_DIR
 
 pytestmark = pytest.mark.cluster

@@ -68,6 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve(body=True)
 
+    do_POST = do_DELETE = do_GET  # fake registries in tests answer these from their routes too
+
     def _serve(self, *, body: bool) -> None:
         owner = self.server.owner
         path = self.path.split("?", 1)[0]

@@ -169,11 +169,10 @@ class _PinnedBackend(httpcore.NetworkBackend):
 
 
 class _PinnedTransport(httpx.HTTPTransport):
-    def __init__(self, backend: _PinnedBackend, verify: ssl.SSLContext | bool) -> None:
-        super().__init__(verify=verify, trust_env=False)
+    def __init__(self, backend: _PinnedBackend, context: ssl.SSLContext) -> None:
+        super().__init__(verify=context, trust_env=False)
         # httpx has no public knob for the network backend; its pool is replaced by one using ours
         # (httpx is pinned to 0.28 and tests/preflight/test_fetch.py proves the pinning).
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=backend, max_connections=1)
 
 
@@ -202,6 +201,15 @@ class SafeFetcher:
         self.requests = 0
         self._budget = _Budget(self.limits.total_timeout)
         self._checked: dict[tuple[str, int], CheckedURL] = {}
+        self._ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        # Loading the CA bundle costs tens of milliseconds: once per fetcher, not per request.
+        if self._ssl_context is None:
+            verify = self.verify
+            self._ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        return self._ssl_context
 
     @property
     def wire_bytes(self) -> int:
@@ -299,7 +307,7 @@ class SafeFetcher:
         try:
             with (
                 httpx.Client(
-                    transport=_PinnedTransport(backend, self.verify), timeout=timeout, trust_env=False
+                    transport=_PinnedTransport(backend, self.ssl_context), timeout=timeout, trust_env=False
                 ) as client,
                 client.stream(method, url, headers={**base, **headers}, content=content) as reply,
             ):

@@ -24,6 +24,7 @@ class Route:
     delay: float = 0.0  # before the status line
     trickle: float = 0.0  # pause between 1-byte writes of the body
     content_type: str = "application/octet-stream"
+    head_status: int | None = None  # answer HEAD with this bare status (servers that refuse HEAD)
 
     @property
     def length(self) -> int:
@@ -78,6 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
         route = owner.routes.get(path)
         if route is None:
             return self._reply(404, {}, b"not found", body)
+        if route.head_status is not None and not body:
+            return self._reply(route.head_status, {}, b"", body)
         if route.delay:
             time.sleep(route.delay)
         if route.redirect is not None:

@@ -77,6 +77,17 @@ def test_head_probe_reports_size_and_range_support(server, make_fetcher):
     assert server.bytes_sent("/big") == 0
 
 
+def test_probe_falls_back_to_a_one_byte_range_when_head_is_refused(server, make_fetcher):
+    server.add("/signed", Route(size=GB2, generate=repeating(b"x")))
+    fetcher = make_fetcher()
+    assert fetcher.probe(server.url("/signed")).size == GB2 and [s.method for s in server.seen] == ["HEAD"]
+    server.seen.clear()
+    server.add("/get-only", Route(size=12345, generate=repeating(b"y"), head_status=405))
+    probe = fetcher.probe(server.url("/get-only"))
+    assert probe.size == 12345 and probe.status == 206 and probe.headers["accept-ranges"] == "bytes"
+    assert [s.method for s in server.seen] == ["HEAD", "GET"] and server.bytes_sent("/get-only") == 1
+
+
 @pytest.mark.parametrize(
     ("target", "reason"),
     [

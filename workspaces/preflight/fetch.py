@@ -7,15 +7,14 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import httpcore
 import httpx
 
 from workspaces.netguard import CheckedURL, Resolver, UnsafeURL, check_url, parse_ip_literal, split_url
+from workspaces.preflight.pinning import Budget, PinnedBackend, PinnedTransport
 
 logger = logging.getLogger(__name__)
 
@@ -89,93 +88,6 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
 
 
-class _Budget:
-    """Shared deadline and byte counters of one fetcher."""
-
-    def __init__(self, total: float) -> None:
-        self.total = total
-        self.deadline = time.monotonic() + total
-        self.wire_bytes = 0  # everything received on sockets (headers included, after TLS)
-
-    def clamp(self, timeout: float | None, exc: type[Exception]) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise exc(f"the total time limit of {self.total:g} s was reached")
-        return remaining if timeout is None else min(timeout, remaining)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """Every socket read/write/handshake waits at most until the fetcher's deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream, budget: _Budget) -> None:
-        self._inner = inner
-        self._budget = budget
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = self._inner.read(max_bytes, self._budget.clamp(timeout, httpcore.ReadTimeout))
-        self._budget.wire_bytes += len(data)
-        return data
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._budget.clamp(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        # server_hostname is the URL's host name: SNI and certificate checks use it, not the pinned IP.
-        inner = self._inner.start_tls(
-            ssl_context, server_hostname, self._budget.clamp(timeout, httpcore.ConnectTimeout)
-        )
-        return _DeadlineStream(inner, self._budget)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects only to the addresses netguard approved for (host, port); never resolves names itself."""
-
-    def __init__(self, pins: Mapping[tuple[str, int], tuple[str, ...]], budget: _Budget) -> None:
-        self._pins = pins
-        self._budget = budget
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        addresses = self._pins.get((host.lower().strip("[]"), port))
-        if not addresses:
-            raise httpcore.ConnectError(f"{host}:{port} was not checked")  # cannot happen via SafeFetcher
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                stream = self._inner.connect_tcp(
-                    address, port, self._budget.clamp(timeout, httpcore.ConnectTimeout), local_address,
-                    socket_options,
-                )  # fmt: skip
-                return _DeadlineStream(stream, self._budget)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
-
-
-class _PinnedTransport(httpx.HTTPTransport):
-    def __init__(self, backend: _PinnedBackend, context: ssl.SSLContext) -> None:
-        super().__init__(verify=context, trust_env=False)
-        # httpx has no public knob for the network backend; its pool is replaced by one using ours
-        # (httpx is pinned to 0.28 and tests/preflight/test_fetch.py proves the pinning).
-        self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=backend, max_connections=1)
-
-
 class SafeFetcher:
     """Fetches http(s) URLs for one check; its time budget (`limits.total_timeout`) starts at creation.
 
@@ -199,7 +111,7 @@ class SafeFetcher:
         self.user_agent = user_agent
         self.bytes_read = 0  # response body bytes taken off the network
         self.requests = 0
-        self._budget = _Budget(self.limits.total_timeout)
+        self._budget = Budget(self.limits.total_timeout)
         self._checked: dict[tuple[str, int], CheckedURL] = {}
         self._ssl_context: ssl.SSLContext | None = None
 
@@ -300,14 +212,14 @@ class SafeFetcher:
         timeout = httpx.Timeout(
             connect=limits.connect_timeout, read=limits.read_timeout, write=limits.read_timeout, pool=1.0
         )
-        backend = _PinnedBackend({(checked.host, checked.port): checked.addresses}, self._budget)
+        backend = PinnedBackend({(checked.host, checked.port): checked.addresses}, self._budget)
         # Identity encoding: the byte cap counts what the server sends, and curl in KAITO's job gets the same.
         base = {"user-agent": self.user_agent, "accept-encoding": "identity"}
         self.requests += 1
         try:
             with (
                 httpx.Client(
-                    transport=_PinnedTransport(backend, self.ssl_context), timeout=timeout, trust_env=False
+                    transport=PinnedTransport(backend, self.ssl_context), timeout=timeout, trust_env=False
                 ) as client,
                 client.stream(method, url, headers={**base, **headers}, content=content) as reply,
             ):
@@ -368,6 +280,19 @@ class SafeFetcher:
     def head(self, url: str, *, headers: Mapping[str, str] | None = None) -> Response:
         """HEAD probe: the final URL, status and headers (size, Accept-Ranges, Content-Type)."""
         return self.request("HEAD", url, headers=headers)
+
+    def probe(self, url: str) -> Response:
+        """Size and range support without a body: HEAD, or a one-byte range GET where HEAD is refused.
+
+        The returned `size` is None when the server does not say; `accept-ranges` is in `headers`.
+        """
+        response = self.head(url)
+        if response.status < 400 and response.size is not None:
+            return self._ok(response)
+        ranged = self.get_range(url, 0, 0)  # some CDNs and signed URLs allow GET only
+        if ranged.status == 206:
+            ranged.headers.setdefault("accept-ranges", "bytes")
+        return ranged
 
     def get_range(self, url: str, start: int, end: int, *, headers: Mapping[str, str] | None = None) -> Response:
         """Bytes start..end (inclusive). A server that ignores Range (200) is read only up to end+1."""

@@ -4,12 +4,17 @@ It speaks the upstream protocols exactly (vLLM's / the Transformers runtime's Op
 `POST /chat` of KAITO <= 0.8), answers deterministically, says it is a stand-in, and fails on demand.
 Control endpoints live under /_standin/, which no real model server has:
 
-    GET    /_standin/stats      request counts, open requests/streams, how streams ended
-    GET    /_standin/requests   the last 100 requests (method, path, JSON body)
+    GET    /_standin/stats      request counts, open requests/streams/connections, how streams ended
+    GET    /_standin/requests   the last 100 requests (method, path, headers, JSON body)
     POST   /_standin/faults     {"mode": "429", "count": 1, "delay": 2.0, "after_tokens": 3, "paths": [...]}
     GET    /_standin/faults     DELETE /_standin/faults   list / clear the queued faults
     POST   /_standin/config     {"token_delay": 0.05}
     POST   /_standin/reset      clear faults, counters and the request log
+
+Fault modes: 429 (KAITO's rate-limit body), 500, 503, 404 (model not found), hang (read the request, never
+answer), slow_first_token (`delay` s), stall (`after_tokens` tokens, then silence), cut (`after_tokens`
+tokens, then close without [DONE]), stream_error (an error event inside the 200 stream). `count` null
+keeps a fault until it is cleared; `paths` defaults to the generation endpoints. Being down: stop it.
 
 Run it: python -m devcluster.model_standin --port 8001 --protocol openai --model phi-3-mini-128k-instruct \
     --adapter my-adapter --token-delay 0.02
@@ -25,6 +30,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -36,7 +42,7 @@ from aiohttp import web
 
 DEFAULT_MODEL = "phi-3-mini-128k-instruct"
 GENERATION_PATHS = ("/v1/chat/completions", "/chat")
-FAULT_MODES = ("429", "500", "503", "404", "hang", "slow_first_token", "cut", "stream_error")
+FAULT_MODES = ("429", "500", "503", "404", "hang", "slow_first_token", "stall", "cut", "stream_error")
 StandinProtocol = Literal["openai", "legacy"]
 Runtime = Literal["vllm", "transformers"]
 # `transformers serve` (KAITO >= 0.9 Transformers runtime) answers 422 to these OpenAI fields.
@@ -84,7 +90,7 @@ class Fault:
     mode: str
     count: int | None = 1  # how many matching requests it hits; None: until cleared
     delay: float = 5.0  # slow_first_token: seconds before the first token
-    after_tokens: int = 3  # cut / stream_error: content tokens sent first
+    after_tokens: int = 3  # stall / cut / stream_error: content tokens sent first
     paths: tuple[str, ...] = GENERATION_PATHS
     waiting: int = 257  # 429: the numbers quoted in KAITO's message
     max_num_seqs: int = 256
@@ -93,6 +99,9 @@ class Fault:
         if self.mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {self.mode!r}; known: {', '.join(FAULT_MODES)}")
         self.paths = tuple(self.paths)
+
+
+_FAULT = web.RequestKey("fault", Fault)
 
 
 @dataclass
@@ -124,6 +133,7 @@ class ModelStandin:
         faults: Iterable[Fault] = (),
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if protocol not in ("openai", "legacy") or runtime not in ("vllm", "transformers"):
             raise ValueError(f"unknown protocol/runtime {protocol!r}/{runtime!r}")
@@ -132,7 +142,7 @@ class ModelStandin:
             raise ValueError("adapters appear as their own model ids only with the vLLM runtime")
         self.protocol, self.runtime, self.model, self.adapters = protocol, runtime, model, tuple(adapters)
         self.token_delay, self.max_model_len, self.max_num_seqs = token_delay, max_model_len, max_num_seqs
-        self.reasoning, self.host, self.port = reasoning, host, port
+        self.reasoning, self.host, self.port, self.ssl_context = reasoning, host, port, ssl_context
         self._faults = list(faults)
         self._lock = threading.Lock()  # tests may drive a threaded stand-in from the main thread
         self._stats = _Stats()
@@ -147,7 +157,7 @@ class ModelStandin:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -175,7 +185,7 @@ class ModelStandin:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock, backlog=1024).start()
+        await web.SockSite(self._runner, sock, backlog=1024, ssl_context=self.ssl_context).start()
         return self.url
 
     async def stop(self) -> None:
@@ -229,6 +239,8 @@ class ModelStandin:
             data = asdict(self._stats)
             data["requests"], data["faults_applied"] = dict(self._stats.requests), dict(self._stats.faults_applied)
         data["requests_total"] = sum(data["requests"].values())
+        # TCP connections the server holds open: what a client that "closed everything" must bring to 0.
+        data["open_connections"] = len(self._runner.server.connections) if self._runner and self._runner.server else 0
         return data
 
     def requests(self) -> list[dict[str, Any]]:
@@ -297,7 +309,9 @@ class ModelStandin:
         body = await request.read()
         with self._lock:
             self._stats.requests[f"{request.method} {request.path}"] += 1
-            self._log.append({"method": request.method, "path": request.path, "body": _loads(body)})
+            self._log.append(
+                {"method": request.method, "path": request.path, "headers": dict(request.headers), "body": _loads(body)}
+            )
         self._count("open_requests", 1)
         try:
             if self.max_num_seqs is not None and request.path == "/v1/chat/completions":
@@ -306,7 +320,7 @@ class ModelStandin:
                 if waiting > self.max_num_seqs:
                     return rate_limit_response(waiting, self.max_num_seqs)
             fault = self._take_fault(request.path)
-            request["fault"] = fault
+            request[_FAULT] = fault
             if fault is not None and (response := await self._immediate_fault(request, fault)) is not None:
                 return response
             try:
@@ -384,7 +398,7 @@ class ModelStandin:
         )
         return f"[adapter {model_id}] {text}" if adapter else text
 
-    def _reasoning(self, said: str) -> str:
+    def reasoning_text(self, said: str) -> str:
         return f"The user wrote {len(tokenize(said))} words. A stand-in cannot think, so it echoes them. "
 
     def _bad_request(self, message: str) -> web.Response:
@@ -426,7 +440,7 @@ class ModelStandin:
                 f"{prompt_tokens + (max_tokens or 0)} tokens ({prompt_tokens} in the messages, {max_tokens or 0} "
                 "in the completion). Please reduce the length of the messages or completion."
             )
-        thinking = tokenize(self._reasoning(said)) if self.reasoning else []
+        thinking = tokenize(self.reasoning_text(said)) if self.reasoning else []
         tokens = thinking + tokenize(self.answer(model_id, said))
         finish = "stop"
         if max_tokens is not None and len(tokens) > max_tokens:
@@ -437,7 +451,7 @@ class ModelStandin:
             "total_tokens": prompt_tokens + len(tokens),
             "completion_tokens": len(tokens),
         }
-        fault: Fault | None = request.get("fault")
+        fault = request.get(_FAULT)
         if fault is not None and fault.mode == "slow_first_token":
             await asyncio.sleep(fault.delay)
         if not stream:
@@ -506,7 +520,14 @@ class ModelStandin:
             await response.write(frame({"role": "assistant", "content": ""} if vllm else {"role": "assistant"}))
             for i, token in enumerate(tokens):
                 content_index = i - n_thinking
-                if fault is not None and fault.mode in ("cut", "stream_error") and content_index == fault.after_tokens:
+                if (
+                    fault is not None
+                    and fault.mode in ("stall", "cut", "stream_error")
+                    and content_index == fault.after_tokens
+                ):
+                    if fault.mode == "stall":  # connection stays open, nothing more comes: a read timeout
+                        await self._stopping.wait()
+                        raise ConnectionResetError("stand-in stopped")
                     if fault.mode == "stream_error":  # how vLLM reports an engine failure inside a 200 stream
                         error = {
                             "message": "Stand-in fault: the engine failed mid-answer",
@@ -561,7 +582,7 @@ class ModelStandin:
         if not isinstance(limit, int):
             limit = max(0, int(kwargs.get("max_length", 200)) - len(tokenize(prompt)))
         tokens = tokens[:limit]
-        fault: Fault | None = request.get("fault")
+        fault = request.get(_FAULT)
         await asyncio.sleep(
             (fault.delay if fault and fault.mode == "slow_first_token" else 0) + self.token_delay * len(tokens)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
@@ -198,6 +199,16 @@ def _status_error(status: int, body: bytes, endpoint: Endpoint, *, model: str | 
     return ChatError(kind, message, status=status, model=model)
 
 
+def _reason(exc: BaseException) -> str:
+    """The most telling words in the exception chain (httpx's own text is often empty)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
 def _transport_error(
     exc: httpx.HTTPError, endpoint: Endpoint, *, model: str | None = None, started: bool = False, partial: str = ""
 ) -> ChatError:
@@ -213,11 +224,12 @@ def _transport_error(
         message = f"The model server at {where} sent nothing for {endpoint.read_timeout:g} s.{incomplete}"
         return ChatError("timeout", message, model=model, partial_text=partial)
     if isinstance(exc, httpx.ConnectError):
-        return ChatError("unreachable", f"Cannot reach the model server at {where}: {exc or type(exc).__name__}.")
+        return ChatError("unreachable", f"Cannot reach the model server at {where}: {_reason(exc)}.")
     if started:
         message = f"The model server at {where} closed the connection mid-answer.{incomplete}"
         return ChatError("stream_cut", message, model=model, partial_text=partial)
-    return ChatError("upstream_error", f"The model server at {where} broke off the exchange: {exc!r}.", model=model)
+    message = f"The model server at {where} closed the connection without answering: {_reason(exc)}."
+    return ChatError("upstream_error", message, model=model)
 
 
 async def _send(
@@ -390,27 +402,76 @@ async def stream_chat(
                 continue
 
 
+async def _nothing() -> None:
+    return None
+
+
+class RelayBody:
+    """The upstream body as an async byte iterator. Its end, an error, a cancellation while waiting for
+    bytes, `aclose()` and `close()` each close the upstream connection; closing twice is harmless."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], close: Callable[[], Awaitable[None]], endpoint: Endpoint) -> None:
+        self._chunks, self._close, self._endpoint = chunks, close, endpoint
+        self._loop = asyncio.get_running_loop()
+        self._closing: set[object] = set()  # keeps close() tasks alive until they ran
+
+    def __aiter__(self) -> RelayBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except httpx.HTTPError as exc:
+            await self._close()
+            raise _transport_error(exc, self._endpoint, started=True) from exc
+        except BaseException:  # StopAsyncIteration, CancelledError (the caller's client went away) ...
+            await self._close()
+            raise
+
+    async def aclose(self) -> None:
+        await self._close()
+
+    def close(self) -> None:
+        """For Django's StreamingHttpResponse, which calls close() from a worker thread when done or aborted."""
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            task = self._loop.create_task(self._close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+
+
 @dataclass
 class UpstreamResponse:
-    """An upstream answer to relay unchanged. Iterating `body` to its end, or breaking off (aclose,
-    cancellation), closes the upstream; call `aclose()` yourself when you never iterate `body`."""
+    """An upstream answer to relay unchanged: `async with` it (or aclose() in a finally) so that a caller
+    cancelled while writing to its own client still closes the upstream."""
 
     status: int
     headers: dict[str, str]
-    body: AsyncIterator[bytes]
-    _close: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    body: RelayBody
 
     async def aclose(self) -> None:
-        if self._close is not None:
-            await self._close()
+        await self.body.aclose()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 async def _once(payload: bytes) -> AsyncIterator[bytes]:
     yield payload
 
 
-def _canned(status: int, payload: bytes, content_type: str = "application/json") -> UpstreamResponse:
-    return UpstreamResponse(status, {"content-type": content_type}, _once(payload))
+def _canned(
+    status: int, payload: bytes, endpoint: Endpoint, content_type: str = "application/json"
+) -> UpstreamResponse:
+    return UpstreamResponse(status, {"content-type": content_type}, RelayBody(_once(payload), _nothing, endpoint))
 
 
 async def open_upstream(
@@ -455,17 +516,8 @@ async def open_upstream(
                 if client is None:
                     await http.aclose()
 
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_raw():
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, endpoint, started=True) from exc
-        finally:
-            await close()  # also on GeneratorExit/CancelledError: the caller's own client went away
-
     relayed = {name: response.headers[name] for name in _RELAYED_HEADERS if name in response.headers}
-    return UpstreamResponse(response.status_code, relayed, body(), close)
+    return UpstreamResponse(response.status_code, relayed, RelayBody(response.aiter_raw(), close, endpoint))
 
 
 def _param(body: Mapping[str, Any], key: str) -> Any:
@@ -479,11 +531,11 @@ async def _legacy_upstream(
     endpoint: Endpoint, method: str, path: str, body: Any, *, client: httpx.AsyncClient | None, served_model: str | None
 ) -> UpstreamResponse:
     def error(status: int, message: str, kind: str) -> UpstreamResponse:
-        return _canned(status, json.dumps(openai_error(message, kind, status)).encode())
+        return _canned(status, json.dumps(openai_error(message, kind, status)).encode(), endpoint)
 
     if method == "GET" and path == "/v1/models" and served_model:
         model = {"id": served_model, "object": "model", "created": 0, "owned_by": "kaito"}
-        return _canned(200, json.dumps({"object": "list", "data": [model]}).encode())
+        return _canned(200, json.dumps({"object": "list", "data": [model]}).encode(), endpoint)
     if (method, path) != ("POST", CHAT_PATH):
         return error(
             404, f"This workspace runs KAITO's legacy /chat API; only POST {CHAT_PATH} is translated.", "NotFoundError"
@@ -503,4 +555,4 @@ async def _legacy_upstream(
             return error(err.status, err.message, err.kind)
     stream = bool(body.get("stream"))
     payload = legacy_as_openai(text, model=body.get("model") or served_model, stream=stream)
-    return _canned(200, payload, "text/event-stream" if stream else "application/json")
+    return _canned(200, payload, endpoint, "text/event-stream" if stream else "application/json")

@@ -129,6 +129,15 @@ def test_2gb_parquet_from_a_server_ignoring_range_is_not_downloaded(server):
     assert server.bytes_sent("/norange.parquet") < 2 * 1024 * 1024
 
 
+def test_small_parquet_from_a_server_ignoring_range_is_downloaded_once(server):
+    data = dolly_parquet(2000, compression="none")
+    assert len(data) > 64 * 1024  # more than the first read, so the whole file is needed
+    server.add("/plain/train.parquet", Route(data=data, ignore_range=True))
+    report = check(server.url("/plain/train.parquet"))
+    assert report.ok and report.findings == [] and report.rows == 2000 and report.rows_exact
+    assert report.requests == 2 and server.bytes_sent("/plain/train.parquet") <= 64 * 1024 + len(data) + 65536
+
+
 def test_redirect_to_a_private_address_is_refused_and_named(server):
     server.add("/train.jsonl", Route(status=302, redirect="http://192.168.1.20/internal.jsonl"))
     report = check(server.url("/train.jsonl"))

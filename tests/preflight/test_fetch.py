@@ -171,6 +171,8 @@ def test_host_is_resolved_once_and_connections_are_pinned(server, make_fetcher):
     assert fetcher.get(url).content == data
     assert answers == ["data.test"]
     assert {s.headers["host"] for s in server.seen} == {f"data.test:{server.port}"}
+    assert fetcher.get(f"http://data.test.:{server.port}/file.csv").content == data  # trailing dot: same pin
+    assert answers == ["data.test"]
 
 
 def test_a_name_resolving_to_a_refused_address_is_never_contacted(server, make_fetcher):

@@ -176,6 +176,8 @@ def _fetch_problem(report: DatasetReport, exc: FetchError) -> None:
         )
     elif exc.kind == "timeout":
         report.add("warning", "timeout", f"{exc.message} The file could not be checked.")
+    elif exc.kind == "range":
+        report.add("warning", "not-checked", f"{exc.message} The file could not be checked.")
     else:
         report.add("warning", "unreachable", f"{exc.message} The file could not be checked.")
 
@@ -260,18 +262,24 @@ def _read_binary(
     content: str,
 ) -> Sample | None:
     size = report.size_bytes
-    if size is None:
-        report.add("warning", "not-checked", "The server did not say how big the file is; it was not checked.")
-        return None
-    if "x-range-ignored" in head.headers and size > budget:
-        report.add(
-            "warning",
-            "not-checked",
-            f"The server ignores range requests and the file is {human(size)}: its footer cannot be read "
-            "without downloading all of it, so only the first bytes were checked.",
-        )
-        return None
-    remote = RangeFile(fetcher, report.final_url or report.url, size, budget, {0: head.content})
+    known = {0: head.content}
+    if "x-range-ignored" in head.headers or size is None:
+        if size is not None and size > budget:
+            report.add(
+                "warning",
+                "not-checked",
+                f"The server ignores range requests and the file is {human(size)}: its footer cannot be read "
+                "without downloading all of it, so only the first bytes were checked.",
+            )
+            return None
+        # Small enough (or of unknown size): one capped download replaces the range requests.
+        whole = fetcher.get(report.final_url or report.url, max_bytes=budget)
+        if whole.truncated:
+            report.add("warning", "not-checked", f"The file is bigger than {human(budget)}; it was not checked.")
+            return None
+        size = report.size_bytes = len(whole.content)
+        known = {0: whole.content}
+    remote = RangeFile(fetcher, report.final_url or report.url, size, budget, known)
     try:
         if report.format == "parquet":
             return read_parquet(remote, names, sample_rows)

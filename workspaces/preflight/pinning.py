@@ -73,7 +73,7 @@ class PinnedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        addresses = self._pins.get((host.lower().strip("[]"), port))
+        addresses = self._pins.get((host.lower().strip("[]").rstrip("."), port))
         if not addresses:
             raise httpcore.ConnectError(f"{host}:{port} was not checked")  # cannot happen via SafeFetcher
         error: Exception | None = None

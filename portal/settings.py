@@ -139,6 +139,22 @@ SPECTACULAR_SETTINGS = {
 # KAITO / CLUSTER
 # ------------------------------------------------------------------------------
 KAITO_VERSION = "v0.12.0"
+# The cluster: AKS when all three AKS_* are set, else KUBECONFIG, else the in-cluster service account.
+KUBECONFIG = env("KUBECONFIG", default="")
+KUBE_CONTEXT = env("KUBE_CONTEXT", default="")
+AKS_SUBSCRIPTION_ID = env("AKS_SUBSCRIPTION_ID", default="")
+AKS_RESOURCE_GROUP = env("AKS_RESOURCE_GROUP", default="")
+AKS_CLUSTER_NAME = env("AKS_CLUSTER_NAME", default="")
+AZURE_ARM_ENDPOINT = env("AZURE_ARM_ENDPOINT", default="https://management.azure.com")
+# Development override of the model endpoint, e.g. http://127.0.0.1:9000 or http://{name}.{namespace}.example
+KAITO_INFERENCE_URL = env("KAITO_INFERENCE_URL", default="")
+# Set by `make run` when the cluster is the local sandbox; pages say so.
+SANDBOX = env.bool("PORTAL_SANDBOX", default=False)
+# After an approval commits the web process applies at once ("background"), or "inline" (tests), or "off"
+# (leave it to the reconciler's next resync).
+APPLY_AFTER_APPROVAL = env("PORTAL_APPLY_AFTER_APPROVAL", default="background")
+RECONCILE_RESYNC_SECONDS = env.int("RECONCILE_RESYNC_SECONDS", default=60)
+LEASE_NAMESPACE = env("PORTAL_LEASE_NAMESPACE", default="default")
 # The Azure region whose prices the cost estimate uses (catalog.Price rows per region).
 PRICE_REGION = env("PORTAL_PRICE_REGION", default="eastus")
 # Fernet key (urlsafe base64, 32 bytes) for secrets held until they are applied; derived from

@@ -12,8 +12,10 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
+def _test_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests that exercise applying opt in with "inline" and a cluster; the rest must not reach for one.
+    settings.APPLY_AFTER_APPROVAL = "off"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from workspaces import services
 from workspaces.models import Status, WorkspaceEvent, WorkspaceRequest
-from workspaces.services.lifecycle import TRANSITIONS, _transition
+from workspaces.services.transitions import TRANSITIONS, _transition
 
 pytestmark = pytest.mark.usefixtures("catalog")
 

@@ -17,69 +17,14 @@ from workspaces import notify
 from workspaces.models import SPENDING, Membership, PendingSecret, Status, Team, WorkspaceEvent, WorkspaceRequest
 from workspaces.services.drafts import RequestDraft, request_validate
 from workspaces.services.secrets import secret_store, secrets_discard
+from workspaces.services.transitions import _transition
+from workspaces.services.workspace import apply_after_approval
 
 logger = logging.getLogger(__name__)
-
-# The only moves a request can make; `_transition` refuses anything else.
-TRANSITIONS: dict[str, set[str]] = {
-    Status.PENDING_APPROVAL: {Status.APPROVED, Status.REJECTED, Status.WITHDRAWN},
-    Status.APPROVED: {Status.PROVISIONING, Status.FAILED, Status.DELETING, Status.DELETED},
-    Status.PROVISIONING: {
-        Status.READY,
-        Status.RUNNING,
-        Status.SUCCEEDED,
-        Status.FAILED,
-        Status.DELETING,
-        Status.EXPIRED,
-        Status.DELETED,
-    },
-    Status.READY: {Status.PROVISIONING, Status.FAILED, Status.DELETING, Status.EXPIRED, Status.DELETED},
-    Status.RUNNING: {
-        Status.PROVISIONING,
-        Status.SUCCEEDED,
-        Status.FAILED,
-        Status.DELETING,
-        Status.EXPIRED,
-        Status.DELETED,
-    },
-    Status.SUCCEEDED: {Status.DELETING, Status.DELETED},
-    Status.FAILED: {
-        Status.PROVISIONING,
-        Status.READY,
-        Status.RUNNING,
-        Status.SUCCEEDED,
-        Status.DELETING,
-        Status.DELETED,
-    },
-    Status.EXPIRED: {Status.DELETED},
-    Status.DELETING: {Status.DELETED},
-    Status.REJECTED: set(),
-    Status.WITHDRAWN: set(),
-    Status.DELETED: set(),
-}
 
 
 class BudgetExceeded(ValidationError):
     """Approving would take the team over its monthly budget; an explicit override is needed."""
-
-
-def _transition(
-    request: WorkspaceRequest, *, to: str, actor: AbstractBaseUser | None, message: str = "", **fields: object
-) -> WorkspaceEvent:
-    """The one place a status changes: checks the move, saves, writes the audit event, broadcasts after commit."""
-    if to not in TRANSITIONS[request.status]:
-        raise ValidationError(f"A request that is {request.get_status_display().lower()} cannot become {to}.")
-    from_status = request.status
-    request.status = to
-    for name, value in fields.items():
-        setattr(request, name, value)
-    request.save(update_fields=["status", "updated_at", *fields])
-    event = WorkspaceEvent.objects.create(
-        request=request, actor=actor, from_status=from_status, to_status=to, message=message
-    )
-    request_id = request.pk
-    transaction.on_commit(lambda: notify.request_changed(request_id=request_id))
-    return event
 
 
 def _locked(request: WorkspaceRequest) -> WorkspaceRequest:
@@ -227,6 +172,7 @@ def request_approve(
     )
     request_id = request.pk
     transaction.on_commit(lambda: notify.decided(request_id=request_id))
+    transaction.on_commit(lambda: apply_after_approval(request_id=request_id))
     return request
 
 

@@ -81,6 +81,14 @@ def test_csv_with_wrong_columns_names_found_and_expected(server):
     assert report.rows == 2 and report.preview[0] == {"question": "What is KAITO?", "answer": "An operator"}
 
 
+def test_parquet_with_wrong_columns_still_shows_a_preview(server):
+    table = pa.table({"instruction": ["Say hi", "Count"], "output": ["hi", "1 2 3"]})
+    report = check(server.add("/alpaca.parquet", parquet_bytes(table)))
+    assert not report.ok and codes(report) == ["wrong-columns"] and report.rows == 2
+    assert "Columns found: 'instruction', 'output'" in messages(report)[0]
+    assert report.preview == [{"instruction": "Say hi", "output": "hi"}, {"instruction": "Count", "output": "1 2 3"}]
+
+
 def test_truncated_parquet_is_a_clear_error(server):
     data = dolly_parquet(100)
     url = server.add("/broken.parquet", data[: len(data) // 2])
@@ -135,7 +143,8 @@ def test_small_parquet_from_a_server_ignoring_range_is_downloaded_once(server):
     server.add("/plain/train.parquet", Route(data=data, ignore_range=True))
     report = check(server.url("/plain/train.parquet"))
     assert report.ok and report.findings == [] and report.rows == 2000 and report.rows_exact
-    assert report.requests == 2 and server.bytes_sent("/plain/train.parquet") <= 64 * 1024 + len(data) + 65536
+    # The first read stops after 64 KB (the client's socket buffer may have taken more); then one download.
+    assert report.requests == 2 and server.bytes_sent("/plain/train.parquet") <= 2 * len(data)
 
 
 def test_redirect_to_a_private_address_is_refused_and_named(server):

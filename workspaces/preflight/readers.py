@@ -105,17 +105,20 @@ def read_parquet(remote: RangeFile, names: Columns, sample_rows: int) -> Sample:
     schema = parquet.schema_arrow
     sample.columns, sample.rows, sample.rows_exact = list(schema.names), meta.num_rows, True
     sample.shape = detect_shape(sample.columns, names)
-    if sample.shape.kind is None or meta.num_row_groups == 0:
+    if meta.num_row_groups == 0:
         return sample
-    type_errors = check_arrow_type(sample.shape, schema, names)
-    sample.findings.extend(type_errors)
-    if type_errors:
-        return sample
+    if sample.shape.kind is not None:
+        type_errors = check_arrow_type(sample.shape, schema, names)
+        sample.findings.extend(type_errors)
+        if type_errors:
+            return sample
+    used = sample.shape.used or sample.columns  # no accepted shape: every column, for the preview only
     group = meta.row_group(0)
-    wanted = set(sample.shape.used)
-    indexes = [i for i in range(group.num_columns) if group.column(i).path_in_schema.split(".")[0] in wanted]
+    indexes = [i for i in range(group.num_columns) if group.column(i).path_in_schema.split(".")[0] in used]
     needed = sum(group.column(i).total_compressed_size for i in indexes)
     if remote.fetched + needed > remote.budget:
+        if sample.shape.kind is None:
+            return sample
         sample.findings.append(
             Finding(
                 "warning",
@@ -125,7 +128,7 @@ def read_parquet(remote: RangeFile, names: Columns, sample_rows: int) -> Sample:
             )
         )
         return sample
-    table = parquet.read_row_group(0, columns=sample.shape.used).slice(0, sample_rows)
+    table = parquet.read_row_group(0, columns=used).slice(0, sample_rows)
     sample.records = table.to_pylist()
     sample.locations = [f"row {i + 1}" for i in range(len(sample.records))]
     sample.complete = meta.num_row_groups == 1 and table.num_rows == meta.num_rows

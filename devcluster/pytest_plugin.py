@@ -51,6 +51,13 @@ def k8s_namespace(request: pytest.FixtureRequest, k8s_api_client: client.ApiClie
     return name
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the control plane as `cluster`, so `-m "not cluster"` skips them all."""
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Report how long the control plane took to start (the warm start-up time)."""
     if _STARTUP:

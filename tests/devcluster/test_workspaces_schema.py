@@ -90,8 +90,22 @@ def test_inference_and_tuning_together_pass_the_schema(custom, k8s_namespace):
     assert {"inference", "tuning"} <= created.keys()
 
 
-def test_unknown_fields_are_pruned_not_refused(custom, k8s_namespace):
+def test_unknown_fields_are_pruned_with_a_warning_unless_strict(custom, k8s_namespace):
     body = workspace("extra-field")
     body["resource"]["gpuCount"] = 4  # not in the schema
-    created = custom.create_namespaced_custom_object(GROUP, VERSION, k8s_namespace, PLURAL, body)
+    created, code, headers = custom.create_namespaced_custom_object_with_http_info(
+        GROUP, VERSION, k8s_namespace, PLURAL, body
+    )
+    assert code == 201
     assert "gpuCount" not in created["resource"]
+    assert headers["Warning"] == '299 - "unknown field \\"resource.gpuCount\\""'
+
+    # fieldValidation=Strict turns the same typo into an error: what a portal wants for its own manifests.
+    body["metadata"]["name"] = "extra-field-strict"
+    with pytest.raises(client.ApiException) as strict:
+        custom.create_namespaced_custom_object(GROUP, VERSION, k8s_namespace, PLURAL, body, field_validation="Strict")
+    assert strict.value.status == 400  # a decoding error, not a schema (422) error
+    assert json.loads(strict.value.body)["message"] == (
+        'Workspace in version "v1beta1" cannot be handled as a Workspace: '
+        'strict decoding error: unknown field "resource.gpuCount"'
+    )

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -294,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(ensure_binaries(force=args.force))
             return 0
         password = secrets.token_urlsafe(12)
+        # SIGTERM (kill, CI teardown) unwinds like Ctrl-C, so the registry stops and its folder goes.
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
         with LocalRegistry(args.auth, {"admin": password}) as registry:
             print(f"registry {registry.url} (auth {args.auth}; user admin, password {password}); Ctrl-C stops it")
             while True:

@@ -6,9 +6,21 @@ import os
 import pytest
 from django.core.management import call_command
 
+pytest_plugins = ["devcluster.pytest_plugin", "devcluster.registry_fixtures"]
+
 # Playwright's sync API runs an event loop in the main thread; Django's ORM in the test body
 # would otherwise refuse to run (tooling-recipes.md §3, gotcha 1).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """One SQLite test database per pytest process, so that parallel runs never share a file."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database["TEST"]["NAME"] = str(settings.BASE_DIR / f"test_db_{os.getpid()}.sqlite3")
 
 
 @pytest.fixture(autouse=True)

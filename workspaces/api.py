@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from workspaces import services
+from workspaces.services import workspace
 from workspaces.kaito.manifests import to_yaml
 from workspaces.kaito.spec import Adapter
 from workspaces.models import Status, Team, WorkspaceEvent, WorkspaceRequest
@@ -214,6 +215,18 @@ class RequestRejectApi(APIView):
         serializer.is_valid(raise_exception=True)
         note = serializer.validated_data["note"]
         obj = services.request_reject(request=_visible(request, pk), actor=request.user, note=note)
+        return Response(RequestDetailSerializer(obj).data)
+
+
+class RequestDeleteApi(APIView):
+    @extend_schema(request=DecisionSerializer, responses=RequestDetailSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = DecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        obj = workspace.workspace_delete(
+            request=_visible(request, pk), actor=request.user, message=serializer.validated_data["note"]
+        )
+        obj = WorkspaceRequest.objects.with_related().get(pk=obj.pk)
         return Response(RequestDetailSerializer(obj).data)
 
 

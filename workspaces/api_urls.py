@@ -11,4 +11,5 @@ urlpatterns = [
     path("workspaces/<int:pk>/approve/", api.RequestApproveApi.as_view(), name="api-request-approve"),
     path("workspaces/<int:pk>/reject/", api.RequestRejectApi.as_view(), name="api-request-reject"),
     path("workspaces/<int:pk>/withdraw/", api.RequestWithdrawApi.as_view(), name="api-request-withdraw"),
+    path("workspaces/<int:pk>/delete/", api.RequestDeleteApi.as_view(), name="api-request-delete"),
 ]

@@ -82,12 +82,23 @@ def translate(exc: Exception) -> ClusterError:
             400: ClusterInvalid,
             422: ClusterInvalid,
         }.get(status)
+        if status == 500 and "failed to create typed patch object" in message:
+            # Server-side apply reports a value of the wrong type for the CRD's schema as a 500.
+            kind = ClusterInvalid
         if kind is None:
             kind = ClusterUnavailable if status is None or status >= 500 or status == 429 else ClusterInvalid
         return kind(message, status=status)
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
         return ClusterUnavailable(f"The cluster is unreachable: {exc}")
     return ClusterUnavailable(f"Unexpected cluster error: {exc!r}")
+
+
+def _json_body(response: Any) -> dict[str, Any]:
+    status = getattr(response, "status", 200)
+    body = response.data
+    if not 200 <= status < 300:
+        raise translate(ApiException(status=status, reason=getattr(response, "reason", ""))) from None
+    return json.loads(body)
 
 
 @dataclass(frozen=True)
@@ -133,21 +144,16 @@ class Cluster:
             "force": force,
             "dry_run": "All" if dry_run else None,
             "_content_type": "application/apply-patch+yaml",
+            # The generated client maps only 200 to a body, but an apply that creates answers 201.
+            "_preload_content": False,
         }
         if kind == "Workspace":
-            return self._call(
-                self.custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                meta["namespace"],
-                PLURAL,
-                meta["name"],
-                manifest,
-                **options,
-            )
-        method = {"Secret": self.core.patch_namespaced_secret, "ConfigMap": self.core.patch_namespaced_config_map}[kind]
-        result = self._call(method, meta["name"], meta["namespace"], manifest, **options)
-        return self.api.sanitize_for_serialization(result)
+            args = (GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], manifest)
+            response = self._call(self.custom.patch_namespaced_custom_object, *args, **options)
+        else:
+            method = {"Secret": self.core.patch_namespaced_secret, "ConfigMap": self.core.patch_namespaced_config_map}
+            response = self._call(method[kind], meta["name"], meta["namespace"], manifest, **options)
+        return _json_body(response)
 
     def get_workspace(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

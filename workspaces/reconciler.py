@@ -56,6 +56,7 @@ class Reconciler:
         self.in_watch = False
         self.resource_version = ""
         self.watch_restarts = 0
+        self.strangers: set[tuple[str, str]] = set()  # labelled objects without a request, warned about once
 
     # -- one level-based pass over everything ----------------------------------------------------
     def resync(self) -> str:
@@ -73,12 +74,25 @@ class Reconciler:
             if request is not None and request.status in FINAL:
                 logger.info("deleting %s/%s: its request is %s", namespace, name, request.status)
                 self.cluster.delete("Workspace", namespace, name)
-            elif request is None:
+            elif request is None and (namespace, name) not in self.strangers:
+                self.strangers.add((namespace, name))
                 logger.warning("%s/%s carries the portal's labels but no request of this portal", namespace, name)
-        for request_id in ws.workspaces_expire():
-            self._remove(request_id)
+        self.converge_pending()
         self.on_pass("resync")
         return version
+
+    def converge_pending(self) -> None:
+        """Between resyncs: apply what was approved, delete what is to go, expire what is due."""
+        for request_id in ws.workspaces_expire():
+            self._remove(request_id)
+        waiting = WorkspaceRequest.objects.filter(status__in=[Status.APPROVED, Status.DELETING, Status.EXPIRED])
+        for request in waiting.with_related():
+            try:
+                cr = self.cluster.get_workspace(request.namespace, request.name)
+            except ClusterError as exc:
+                logger.warning("request %s: %s", request.pk, exc.message)
+                continue
+            self._converge(request, cr, timezone.now())
 
     def _observe(self, cr: dict[str, Any], cache: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> None:
         namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
@@ -169,8 +183,7 @@ class Reconciler:
                         next_resync = time.monotonic() + self.resync_seconds
                     else:
                         self.watch_once()
-                        for request_id in ws.workspaces_expire():
-                            self._remove(request_id)
+                        self.converge_pending()
                     backoff = 1.0
                 except WatchExpired:
                     logger.info("watch expired (410 Gone); listing again")

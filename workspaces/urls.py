@@ -16,4 +16,5 @@ urlpatterns = [
     path("<int:pk>/manifest.yaml", views.request_manifest, name="request-manifest"),
     path("<int:pk>/decide/", views.request_decide, name="request-decide"),
     path("<int:pk>/withdraw/", views.request_withdraw, name="request-withdraw"),
+    path("<int:pk>/delete/", views.request_delete, name="request-delete"),
 ]

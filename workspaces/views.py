@@ -12,6 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from portal.http import HtmxHttpRequest, wants_fragment
 from workspaces import services
+from workspaces.services import workspace
 from workspaces.forms import (
     DecisionForm,
     InferenceRequestForm,
@@ -117,6 +118,7 @@ def request_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "manifest_yaml": to_yaml(services.request_manifests(request=obj)),
         "can_decide": obj.status == Status.PENDING_APPROVAL and services.can_approve(request.user, obj),
         "can_withdraw": obj.status == Status.PENDING_APPROVAL and request.user.pk == obj.requester_id,
+        "can_delete": obj.status in workspace.DELETABLE and workspace.can_delete(request.user, obj),
         "decision_form": DecisionForm(),
         "budget": services.budget_after(obj),
     }
@@ -168,6 +170,17 @@ def request_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     target = request.POST.get("next") or ""
     destination = target if target.startswith("/") and not target.startswith("//") else obj.get_absolute_url()
     return HttpResponseClientRedirect(destination) if request.htmx else redirect(destination)
+
+
+@require_POST
+def request_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    obj = _request_for(request, pk)
+    try:
+        workspace.workspace_delete(request=obj, actor=request.user, message=request.POST.get("note", ""))
+        messages.success(request, f"Deleting {obj}; the GPU nodes are released once KAITO has removed it.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("workspaces:request-detail", pk=obj.pk)
 
 
 @require_POST

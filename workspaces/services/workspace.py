@@ -24,9 +24,11 @@ from workspaces.services.secrets import SecretUnavailable, secrets_discard
 from workspaces.services.transitions import TRANSITIONS, _transition
 
 logger = logging.getLogger(__name__)
-# Where the request wants its objects to exist in the cluster.
+# Statuses in which the request wants its objects in the cluster; the same ones may be deleted.
 WANTS_APPLIED = {Status.APPROVED, Status.PROVISIONING, Status.READY, Status.RUNNING, Status.FAILED, Status.SUCCEEDED}
-APPLIED = {Status.PROVISIONING, Status.READY, Status.RUNNING, Status.FAILED, Status.SUCCEEDED}
+DELETABLE = WANTS_APPLIED
+# Statuses reached only after an apply succeeded.
+APPLIED = WANTS_APPLIED - {Status.APPROVED}
 OBSERVED_FIELDS = ["status_message", "kaito_state", "conditions", "target_node_count", "worker_nodes", "performance"]
 
 

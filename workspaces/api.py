@@ -12,10 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from workspaces import services
-from workspaces.services import workspace
 from workspaces.kaito.manifests import to_yaml
 from workspaces.kaito.spec import Adapter
 from workspaces.models import Status, Team, WorkspaceEvent, WorkspaceRequest
+from workspaces.services import workspace
 
 
 class AdapterSerializer(serializers.Serializer):

@@ -12,7 +12,6 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from portal.http import HtmxHttpRequest, wants_fragment
 from workspaces import services
-from workspaces.services import workspace
 from workspaces.forms import (
     DecisionForm,
     InferenceRequestForm,
@@ -24,6 +23,7 @@ from workspaces.forms import (
 from workspaces.kaito import defaults
 from workspaces.kaito.manifests import to_yaml
 from workspaces.models import Status, WorkspaceRequest
+from workspaces.services import workspace
 
 FORMS: dict[str, type[RequestForm]] = {"inference": InferenceRequestForm, "tuning": TuningRequestForm}
 

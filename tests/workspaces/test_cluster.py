@@ -82,7 +82,7 @@ def test_schema_breaking_objects_are_refused_with_the_servers_message(cluster, t
         "resource": {"count": "two", "labelSelector": {"matchLabels": {"a": "b"}}},
         "inference": {"preset": {"name": "phi-4"}},
     }
-    with pytest.raises(ClusterInvalid, match="resource.count"):
+    with pytest.raises(ClusterInvalid, match=r"resource\.count"):
         cluster.apply(bad)
 
 

@@ -121,9 +121,7 @@ def build_one(binary: Binary, dest_dir: Path, log: Callable[[str], None]) -> flo
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         output = (proc.stderr + proc.stdout).strip()
-        raise BuildError(
-            f"go build of {binary.name} failed after {elapsed:.0f}s (exit {proc.returncode}):\n{output}"
-        )
+        raise BuildError(f"go build of {binary.name} failed after {elapsed:.0f}s (exit {proc.returncode}):\n{output}")
     partial.chmod(0o755)
     partial.replace(target)
     log(f"built {binary.name} in {elapsed:.1f}s")

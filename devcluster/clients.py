@@ -27,9 +27,7 @@ def write_kubeconfig(path: Path, server: str, ca_cert: Path, user: dict[str, str
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)}}
-        ],
+        "clusters": [{"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)}}],
         "users": [{"name": CONTEXT, "user": user}],
         "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT}}],
         "current-context": CONTEXT,

@@ -14,6 +14,11 @@ import httpx
 import openai
 import pytest
 from aiohttp import web
+from django.contrib.auth.decorators import login_not_required
+from django.core.handlers.asgi import ASGIHandler
+from django.http import JsonResponse, StreamingHttpResponse
+from django.urls import path as url_path
+from django.views.decorators.csrf import csrf_exempt
 
 from devcluster.model_standin import DEFAULT_MODEL, ModelStandin, tokenize
 from workspaces import chat
@@ -733,6 +738,51 @@ async def test_only_v1_paths_are_relayed(standin):
             await chat.open_upstream(endpoint, method, path)
         assert (info.value.kind, info.value.http_status) == ("not_found", 404)
     assert standin.requests() == []
+
+
+# A Django async streaming view, the way the portal's /api/workspaces/<id>/v1/chat/completions can relay.
+DJANGO_UPSTREAM = {}
+
+
+@login_not_required  # the portal authenticates this endpoint with per-user API tokens
+@csrf_exempt
+async def django_relay_view(request):
+    try:
+        upstream = await chat.open_upstream(DJANGO_UPSTREAM["endpoint"], request.method, "/v1/chat/completions",
+                                            json.loads(request.body))  # fmt: skip
+    except chat.ChatError as err:
+        return JsonResponse(err.openai_error(), status=err.http_status)
+    # Django closes the body via close() (from a worker thread) when the client disconnects.
+    return StreamingHttpResponse(upstream.body, status=upstream.status, headers=upstream.headers)
+
+
+urlpatterns = [url_path("v1/chat/completions", django_relay_view)]
+
+
+async def test_django_streaming_view_relays_and_closes_the_upstream_when_the_client_leaves(standin, settings):
+    settings.ROOT_URLCONF = __name__
+    standin.token_delay = 0.05
+    DJANGO_UPSTREAM["endpoint"] = chat.Endpoint(standin.url)
+    body = json.dumps({"model": BASE, "messages": HELLO, "stream": True}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")], "server": ("testserver", 80),
+             "client": ("127.0.0.1", 1), "scheme": "http", "http_version": "1.1", "asgi": {"version": "3.0"}}  # fmt: skip
+    inbox = asyncio.Queue()
+    await inbox.put({"type": "http.request", "body": body, "more_body": False})
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+        if len(sent) == 4:  # start + three body parts, then the browser tab closes ...
+            await inbox.put({"type": "http.disconnect"})
+            await asyncio.sleep(1)  # ... while this write hangs: the cancellation lands here, not upstream
+
+    await asyncio.wait_for(ASGIHandler()(scope, inbox.get, send), 10)
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"content-type"] == b"text/event-stream; charset=utf-8"
+    assert b"".join(m.get("body", b"") for m in sent[1:]).startswith(b"data: {")
+    stats = await wait_for(standin, all_closed)
+    assert (stats["streams_disconnected"], stats["streams_completed"]) == (1, 0)
 
 
 async def test_openai_client_talks_to_a_legacy_workspace_through_the_translation(legacy):

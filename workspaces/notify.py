@@ -23,18 +23,18 @@ def request_group(request_id: int) -> str:
     return f"requests.request.{request_id}"
 
 
-APPROVALS_GROUP = "requests.approvals"
+ALL_GROUP = "requests.all"  # admins see every team's requests
 
 
-def request_changed(*, request_id: int) -> None:
-    """Tell every open page that shows this request to re-render its row (consumers check permissions)."""
+def request_changed(*, request_id: int, created: bool = False) -> None:
+    """Tell every open page that shows this request to re-render it (consumers check permissions)."""
     layer = get_channel_layer()
     if layer is None:
         return
     team_id = WorkspaceRequest.objects.filter(pk=request_id).values_list("team_id", flat=True).first()
-    message = {"type": "request.changed", "request_id": request_id}
+    message = {"type": "request.changed", "request_id": request_id, "created": created}
     try:
-        for group in (team_group(team_id), request_group(request_id), APPROVALS_GROUP):
+        for group in (team_group(team_id), request_group(request_id), ALL_GROUP):
             async_to_sync(layer.group_send)(group, message)
     except Exception:
         # A broken channel layer must not undo a committed transition; pages fall back to polling.

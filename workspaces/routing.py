@@ -1,5 +1,9 @@
 """WebSocket routes."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-websocket_urlpatterns: list[URLPattern] = []
+from workspaces import consumers
+
+websocket_urlpatterns = [
+    path("ws/requests/", consumers.RequestUpdatesConsumer.as_asgi()),
+]

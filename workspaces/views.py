@@ -7,8 +7,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from portal.http import HtmxHttpRequest, wants_fragment
 from workspaces import services
@@ -123,6 +124,24 @@ def request_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "budget": services.budget_after(obj),
     }
     return render(request, "workspaces/request_detail.html", context)
+
+
+@require_GET
+def request_live(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The polling fallback for pages whose WebSocket is down; polling stops (286) once nothing can change."""
+    obj = _request_for(request, pk)
+    mode = request.GET.get("mode", "list")
+    if mode == "approvals":
+        # The row holds a half-typed note: leave it alone while pending, remove it once decided.
+        if obj.status == Status.PENDING_APPROVAL and services.can_approve(request.user, obj):
+            return HttpResponse("")
+        return HttpResponseStopPolling(f'<tr id="approval-{obj.pk}" hx-swap-oob="delete"></tr>')
+    if mode == "detail":
+        events = obj.events.select_related("actor")
+        html = render_to_string("workspaces/_request_live.html", {"obj": obj, "events": events}, request=request)
+    else:
+        html = render_to_string("workspaces/_request_row.html", {"obj": obj}, request=request)
+    return HttpResponseStopPolling(html) if obj.is_final else HttpResponse(html)
 
 
 @require_GET

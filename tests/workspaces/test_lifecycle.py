@@ -185,4 +185,4 @@ def test_transition_broadcasts_after_commit(
     for callback in callbacks:
         callback()
     message = async_to_sync(layer.receive)(channel)
-    assert message == {"type": "request.changed", "request_id": request.pk}
+    assert message == {"type": "request.changed", "request_id": request.pk, "created": False}

@@ -134,7 +134,7 @@ def request_create(*, requester: AbstractBaseUser, draft: RequestDraft) -> Works
     message = "; ".join(["Requested", *checked.warnings])
     WorkspaceEvent.objects.create(request=request, actor=requester, to_status=request.status, message=message)
     request_id = request.pk
-    transaction.on_commit(lambda: notify.request_changed(request_id=request_id))
+    transaction.on_commit(lambda: notify.request_changed(request_id=request_id, created=True))
     transaction.on_commit(lambda: notify.approval_needed(request_id=request_id))
     logger.info("request %s created by %s for %s", request_id, requester.get_username(), request)
     return request

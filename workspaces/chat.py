@@ -8,29 +8,45 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from workspaces.chat_formats import (
+    ChatError,
+    ChatEvent,
+    ChatMessage,
+    Detection,
+    Endpoint,
+    ErrorKind,
+    Finished,
+    ModelInfo,
+    Protocol,
+    ReasoningDelta,
     SSEError,
     SSEParser,
+    TextDelta,
+    Usage,
+    json_object,
     legacy_as_openai,
     legacy_request_body,
     openai_error,
+    parse_models,
+    render_prompt,
     server_message,
+    status_error,
+    transport_error,
+    usage_from,
 )
 
-Protocol = Literal["openai", "legacy"]
-# unreachable: refused/DNS; timeout: no connection, or silence for read_timeout; not_found: 404;
-# not_ready: 503 or nothing served yet; rate_limited: 429; rejected: other 4xx; upstream_error: 5xx or
-# an error inside the stream; stream_cut: ended before the answer was complete; bad_response: not the protocol.
-ErrorKind = Literal[
-    "unreachable", "timeout", "not_found", "not_ready", "rate_limited", "rejected", "upstream_error",
-    "stream_cut", "bad_response",
+# The public API; the types live in chat_formats (no I/O) and are used from here.
+__all__ = [
+    "CHAT_PATH", "ChatError", "ChatEvent", "ChatMessage", "Detection", "Endpoint", "ErrorKind", "Finished",
+    "ModelInfo", "Protocol", "ReasoningDelta", "RelayBody", "TextDelta", "UpstreamResponse", "Usage",
+    "detect_protocol", "legacy_request_body", "list_models", "make_client", "open_upstream", "render_prompt",
+    "stream_chat",
 ]  # fmt: skip
-ChatMessage = Mapping[str, Any]  # {"role": "user", "content": "..."} as in the OpenAI API
 
 CHAT_PATH = "/v1/chat/completions"
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -38,100 +54,6 @@ _RELAYED_HEADERS = ("content-type", "cache-control", "retry-after", "x-request-i
 # Relayed paths stay below /v1 of the model: through the API-server service proxy a `..` would
 # otherwise reach other API-server URLs with the portal's credentials.
 _RELAY_PATH = re.compile(r"/v1(/[A-Za-z0-9_\-]+)+")
-_KIND_HTTP_STATUS = {"unreachable": 502, "timeout": 504, "not_found": 404, "not_ready": 503}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where the model answers and how to reach it; timeouts are per connect and per read (between tokens)."""
-
-    base_url: str  # http://ws.ns.svc.cluster.local:80, https://apiserver/api/v1/namespaces/ns/services/ws:80/proxy
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # may hold a bearer token
-    verify: bool | str | ssl.SSLContext = True  # a str is a CA bundle path
-    cert: tuple[str, str] | None = None  # client certificate and key files (kubeconfig client-certificate auth)
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-
-    def url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
-
-    def timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=self.connect_timeout, read=self.read_timeout, write=self.read_timeout, pool=self.connect_timeout
-        )
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class ReasoningDelta:
-    text: str  # reasoning models (vLLM --reasoning-parser) think aloud before answering; not the answer
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    total_tokens: int | None
-
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str | None  # "stop", "length", ...; None when the server does not say (legacy /chat)
-    usage: Usage | None  # None when the server did not count
-    streamed: bool  # False for legacy /chat: no streaming exists there, the answer came as one TextDelta
-
-
-ChatEvent = TextDelta | ReasoningDelta | Finished
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    id: str
-    owned_by: str | None = None  # "vllm" for vLLM, "kaito" for the Transformers runtime
-    root: str | None = None
-    parent: str | None = None  # the base model's id when this id is a LoRA adapter
-    max_model_len: int | None = None
-
-    @property
-    def is_adapter(self) -> bool:
-        return bool(self.parent) and self.parent != self.id
-
-
-@dataclass(frozen=True)
-class Detection:
-    protocol: Protocol
-    models: tuple[ModelInfo, ...] = ()  # empty for legacy: that API has no model names
-
-
-class ChatError(Exception):
-    """Every failure talking to the model. `message` can be shown to users; it never pretends to be an answer."""
-
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        status: int | None = None,
-        model: str | None = None,
-        partial_text: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.status, self.model = kind, message, status, model
-        self.partial_text = partial_text  # what arrived before a cut or timeout: incomplete, show it as such
-
-    @property
-    def http_status(self) -> int:
-        """What a relaying endpoint should answer its own client."""
-        if self.status and 400 <= self.status < 600:
-            return self.status
-        return _KIND_HTTP_STATUS.get(self.kind, 502)
-
-    def openai_error(self) -> dict[str, Any]:
-        return openai_error(self.message, self.kind, self.http_status)
 
 
 def make_client(endpoint: Endpoint, *, max_connections: int = 100) -> httpx.AsyncClient:
@@ -181,57 +103,6 @@ async def _streamed(
         await response.aclose()
 
 
-def _status_error(status: int, body: bytes, endpoint: Endpoint, *, model: str | None = None) -> ChatError:
-    said = server_message(body)
-    kind: ErrorKind
-    if status == 404:
-        what = f"The model `{model}` was not found" if model else "The inference endpoint was not found"
-        kind, summary = "not_found", f"{what} at {endpoint.base_url}"
-    elif status == 429:
-        kind, summary = "rate_limited", "The model is busy, try again in a moment"
-    elif status == 503:
-        kind, summary = "not_ready", "The model server is not ready"
-    elif 400 <= status < 500:
-        kind, summary = "rejected", "The model server refused the request"
-    else:
-        kind, summary = "upstream_error", "The model server failed"
-    message = f"{summary} (HTTP {status})." + (f" The server says: {said}" if said else "")
-    return ChatError(kind, message, status=status, model=model)
-
-
-def _reason(exc: BaseException) -> str:
-    """The most telling words in the exception chain (httpx's own text is often empty)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if str(seen):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return type(exc).__name__
-
-
-def _transport_error(
-    exc: httpx.HTTPError, endpoint: Endpoint, *, model: str | None = None, started: bool = False, partial: str = ""
-) -> ChatError:
-    where = endpoint.base_url
-    incomplete = " The answer so far is incomplete." if started else ""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return ChatError(
-            "timeout", f"No connection to the model server at {where} within {endpoint.connect_timeout:g} s."
-        )
-    if isinstance(exc, httpx.PoolTimeout):
-        return ChatError("timeout", f"All connections to the model server at {where} stayed busy.")
-    if isinstance(exc, httpx.TimeoutException):
-        message = f"The model server at {where} sent nothing for {endpoint.read_timeout:g} s.{incomplete}"
-        return ChatError("timeout", message, model=model, partial_text=partial)
-    if isinstance(exc, httpx.ConnectError):
-        return ChatError("unreachable", f"Cannot reach the model server at {where}: {_reason(exc)}.")
-    if started:
-        message = f"The model server at {where} closed the connection mid-answer.{incomplete}"
-        return ChatError("stream_cut", message, model=model, partial_text=partial)
-    message = f"The model server at {where} closed the connection without answering: {_reason(exc)}."
-    return ChatError("upstream_error", message, model=model)
-
-
 async def _send(
     http: httpx.AsyncClient, endpoint: Endpoint, method: str, path: str, body: Any = None
 ) -> httpx.Response:
@@ -239,25 +110,7 @@ async def _send(
     try:
         return await http.send(_request(http, endpoint, method, path, body))
     except httpx.HTTPError as exc:
-        raise _transport_error(exc, endpoint) from exc
-
-
-def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise ChatError("bad_response", f"The model server sent something that is not {what}.")
-    return data
-
-
-def _parse_models(response: httpx.Response) -> tuple[ModelInfo, ...]:
-    entries = _json_object(response.content, "a model list").get("data")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries):
-        raise ChatError("bad_response", "The model server's /v1/models answer has no model ids.")
-    keys = ("id", "owned_by", "root", "parent", "max_model_len")
-    return tuple(ModelInfo(**{k: e.get(k) for k in keys}) for e in entries)
+        raise transport_error(exc, endpoint) from exc
 
 
 async def list_models(endpoint: Endpoint, *, client: httpx.AsyncClient | None = None) -> tuple[ModelInfo, ...]:
@@ -265,8 +118,8 @@ async def list_models(endpoint: Endpoint, *, client: httpx.AsyncClient | None = 
     async with _client_for(endpoint, client) as http:
         response = await _send(http, endpoint, "GET", "/v1/models")
         if response.status_code != 200:
-            raise _status_error(response.status_code, response.content, endpoint)
-        return _parse_models(response)
+            raise status_error(response.status_code, response.content, endpoint)
+        return parse_models(response.content)
 
 
 async def detect_protocol(endpoint: Endpoint, *, client: httpx.AsyncClient | None = None) -> Detection:
@@ -274,10 +127,10 @@ async def detect_protocol(endpoint: Endpoint, *, client: httpx.AsyncClient | Non
     async with _client_for(endpoint, client) as http:
         response = await _send(http, endpoint, "GET", "/v1/models")
         if response.status_code == 200:
-            return Detection("openai", _parse_models(response))
+            return Detection("openai", parse_models(response.content))
         # A Kubernetes Status 404 is the API-server proxy saying the Service does not exist.
         if response.status_code != 404 or '"kind":"Status"' in response.text.replace(" ", ""):
-            raise _status_error(response.status_code, response.content, endpoint)
+            raise status_error(response.status_code, response.content, endpoint)
         # KAITO <= 0.8 has no /v1 routes; its home page (or at least /health) shows the legacy server runs.
         home = await _send(http, endpoint, "GET", "/")
         if home.status_code == 200 and server_message(home.content) == "Server is running":
@@ -286,7 +139,7 @@ async def detect_protocol(endpoint: Endpoint, *, client: httpx.AsyncClient | Non
         if health.status_code == 200:
             return Detection("legacy")
         if health.status_code not in (404, 500):
-            raise _status_error(health.status_code, health.content, endpoint)
+            raise status_error(health.status_code, health.content, endpoint)
         # KAITO's vLLM serves only /metrics while it downloads weights; legacy /health says 500 until loaded.
         said = server_message(health.content) or server_message(response.content)
         message = f"The model server answers but is not serving the model yet. The server says: {said}"
@@ -296,8 +149,8 @@ async def detect_protocol(endpoint: Endpoint, *, client: httpx.AsyncClient | Non
 async def _legacy_answer(http: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any]) -> str:
     response = await _send(http, endpoint, "POST", "/chat", body)
     if response.status_code != 200:
-        raise _status_error(response.status_code, response.content, endpoint)
-    result = _json_object(response.content, "a /chat answer").get("Result")
+        raise status_error(response.status_code, response.content, endpoint)
+    result = json_object(response.content, "a /chat answer").get("Result")
     if not isinstance(result, str):
         raise ChatError("bad_response", "The model server's /chat answer has no Result text.")
     return result
@@ -305,12 +158,6 @@ async def _legacy_answer(http: httpx.AsyncClient, endpoint: Endpoint, body: dict
 
 class _StreamOptionsRefused(Exception):
     """The Transformers runtime (KAITO >= 0.9) rejects stream_options with 422; it sends usage anyway."""
-
-
-def _usage(data: Any) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    return Usage(data.get("prompt_tokens"), data.get("completion_tokens"), data.get("total_tokens"))
 
 
 async def _openai_events(
@@ -330,15 +177,25 @@ async def _openai_events(
                         break
                 if response.status_code in (400, 422) and "stream_options" in body and b"stream_options" in raw:
                     raise _StreamOptionsRefused
-                raise _status_error(response.status_code, raw[:_ERROR_BODY_LIMIT], endpoint, model=model)
+                raise status_error(response.status_code, raw[:_ERROR_BODY_LIMIT], endpoint, model=model)
             started = True
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                # A whole answer instead of a stream; the Transformers runtime sends `{}` when the
+                # conversation ends with an assistant message.
+                answer = json_object(await response.aread(), "a chat completion")
+                choice = (answer.get("choices") or [{}])[0]
+                if not isinstance(content := (choice.get("message") or {}).get("content"), str):
+                    raise ChatError("bad_response", "The model server answered without a message.", model=model)
+                yield TextDelta(content)
+                yield Finished(choice.get("finish_reason"), usage_from(answer.get("usage")), streamed=False)
+                return
             parser = SSEParser()
             async for chunk in response.aiter_bytes():
                 for event in parser.feed(chunk):
                     if event.data.strip() == "[DONE]":
                         done = True
                         break
-                    payload = _json_object(event.data, "a chat.completion.chunk")
+                    payload = json_object(event.data, "a chat.completion.chunk")
                     if error := payload.get("error") or (payload if payload.get("object") == "error" else None):
                         # vLLM and transformers report a failure inside the 200 stream.
                         said = server_message(json.dumps({"error": error}).encode())
@@ -352,11 +209,11 @@ async def _openai_events(
                             parts.append(content)
                             yield TextDelta(content)
                         finish_reason = choice.get("finish_reason") or finish_reason
-                    usage = _usage(payload.get("usage")) or usage
+                    usage = usage_from(payload.get("usage")) or usage
                 if done:
                     break
     except httpx.HTTPError as exc:
-        raise _transport_error(exc, endpoint, model=model, started=started, partial="".join(parts)) from exc
+        raise transport_error(exc, endpoint, model=model, started=started, partial="".join(parts)) from exc
     except SSEError as exc:
         raise ChatError("bad_response", f"The model server's stream is not an event stream: {exc}.") from exc
     if not done and finish_reason is None:
@@ -413,7 +270,7 @@ class RelayBody:
     def __init__(self, chunks: AsyncIterator[bytes], close: Callable[[], Awaitable[None]], endpoint: Endpoint) -> None:
         self._chunks, self._close, self._endpoint = chunks, close, endpoint
         self._loop = asyncio.get_running_loop()
-        self._closing: set[object] = set()  # keeps close() tasks alive until they ran
+        self._closing: set[asyncio.Task[None]] = set()  # keeps close() tasks alive until they ran
 
     def __aiter__(self) -> RelayBody:
         return self
@@ -423,7 +280,7 @@ class RelayBody:
             return await self._chunks.__anext__()
         except httpx.HTTPError as exc:
             await self._close()
-            raise _transport_error(exc, self._endpoint, started=True) from exc
+            raise transport_error(exc, self._endpoint, started=True) from exc
         except BaseException:  # StopAsyncIteration, CancelledError (the caller's client went away) ...
             await self._close()
             raise
@@ -501,7 +358,7 @@ async def open_upstream(
         if client is None:
             await http.aclose()
         if isinstance(exc, httpx.HTTPError):
-            raise _transport_error(exc, endpoint) from exc
+            raise transport_error(exc, endpoint) from exc
         raise
 
     closed = False
@@ -520,10 +377,10 @@ async def open_upstream(
     return UpstreamResponse(response.status_code, relayed, RelayBody(response.aiter_raw(), close, endpoint))
 
 
-def _param(body: Mapping[str, Any], key: str) -> Any:
+def _param(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = body.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise ValueError(f"{key} must be a number")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}")
     return value
 
 
@@ -543,7 +400,9 @@ async def _legacy_upstream(
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         return error(400, "messages: Field required", "BadRequestError")
     try:
-        params = {key: _param(body, key) for key in ("temperature", "top_p", "max_tokens")}
+        number = (int, float)
+        params = {"temperature": _param(body, "temperature", number), "top_p": _param(body, "top_p", number),
+                  "max_tokens": _param(body, "max_tokens", int)}  # fmt: skip
     except ValueError as exc:
         return error(400, str(exc), "BadRequestError")
     async with _client_for(endpoint, client) as http:

@@ -1,14 +1,197 @@
-"""Wire formats of KAITO's model APIs, no I/O: SSE parsing, error texts, legacy /chat and OpenAI shapes."""
+"""Types, wire formats and error wording of KAITO's model APIs; no I/O (workspaces.chat does that)."""
 
 from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+Protocol = Literal["openai", "legacy"]
+# unreachable: refused/DNS; timeout: no connection, or silence for read_timeout; not_found: 404;
+# not_ready: 503 or nothing served yet; rate_limited: 429; rejected: other 4xx; upstream_error: 5xx or
+# an error inside the stream; stream_cut: ended before the answer was complete; bad_response: not the protocol.
+ErrorKind = Literal[
+    "unreachable", "timeout", "not_found", "not_ready", "rate_limited", "rejected", "upstream_error",
+    "stream_cut", "bad_response",
+]  # fmt: skip
+ChatMessage = Mapping[str, Any]  # {"role": "user", "content": "..."} as in the OpenAI API
+_KIND_HTTP_STATUS = {"unreachable": 502, "timeout": 504, "not_found": 404, "not_ready": 503}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the model answers and how to reach it; timeouts are per connect and per read (between tokens)."""
+
+    base_url: str  # http://ws.ns.svc.cluster.local:80, https://apiserver/api/v1/namespaces/ns/services/ws:80/proxy
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # may hold a bearer token
+    verify: bool | str | ssl.SSLContext = True  # a str is a CA bundle path
+    cert: tuple[str, str] | None = None  # client certificate and key files (kubeconfig client-certificate auth)
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.connect_timeout, read=self.read_timeout, write=self.read_timeout, pool=self.connect_timeout
+        )
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    text: str  # reasoning models (vLLM --reasoning-parser) think aloud before answering; not the answer
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str | None  # "stop", "length", ...; None when the server does not say (legacy /chat)
+    usage: Usage | None  # None when the server did not count
+    streamed: bool  # False for legacy /chat: no streaming exists there, the answer came as one TextDelta
+
+
+ChatEvent = TextDelta | ReasoningDelta | Finished
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    owned_by: str | None = None  # "vllm" for vLLM, "kaito" for the Transformers runtime
+    root: str | None = None
+    parent: str | None = None  # the base model's id when this id is a LoRA adapter
+    max_model_len: int | None = None
+
+    @property
+    def is_adapter(self) -> bool:
+        return bool(self.parent) and self.parent != self.id
+
+
+@dataclass(frozen=True)
+class Detection:
+    protocol: Protocol
+    models: tuple[ModelInfo, ...] = ()  # empty for legacy: that API has no model names
+
+
+class ChatError(Exception):
+    """Every failure talking to the model. `message` can be shown to users; it never pretends to be an answer."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        model: str | None = None,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status, self.model = kind, message, status, model
+        self.partial_text = partial_text  # what arrived before a cut or timeout: incomplete, show it as such
+
+    @property
+    def http_status(self) -> int:
+        """What a relaying endpoint should answer its own client."""
+        if self.status and 400 <= self.status < 600:
+            return self.status
+        return _KIND_HTTP_STATUS.get(self.kind, 502)
+
+    def openai_error(self) -> dict[str, Any]:
+        return openai_error(self.message, self.kind, self.http_status)
+
+
+def status_error(status: int, body: bytes, endpoint: Endpoint, *, model: str | None = None) -> ChatError:
+    said = server_message(body)
+    kind: ErrorKind
+    if status == 404:
+        what = f"The model `{model}` was not found" if model else "The inference endpoint was not found"
+        kind, summary = "not_found", f"{what} at {endpoint.base_url}"
+    elif status == 429:
+        kind, summary = "rate_limited", "The model is busy, try again in a moment"
+    elif status == 503:
+        kind, summary = "not_ready", "The model server is not ready"
+    elif 400 <= status < 500:
+        kind, summary = "rejected", "The model server refused the request"
+    else:
+        kind, summary = "upstream_error", "The model server failed"
+    message = f"{summary} (HTTP {status})." + (f" The server says: {said}" if said else "")
+    return ChatError(kind, message, status=status, model=model)
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling words in the exception chain (httpx's own text is often empty)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
+def transport_error(
+    exc: httpx.HTTPError, endpoint: Endpoint, *, model: str | None = None, started: bool = False, partial: str = ""
+) -> ChatError:
+    where = endpoint.base_url
+    incomplete = " The answer so far is incomplete." if started else ""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ChatError(
+            "timeout", f"No connection to the model server at {where} within {endpoint.connect_timeout:g} s."
+        )
+    if isinstance(exc, httpx.PoolTimeout):
+        return ChatError("timeout", f"All connections to the model server at {where} stayed busy.")
+    if isinstance(exc, httpx.TimeoutException):
+        message = f"The model server at {where} sent nothing for {endpoint.read_timeout:g} s.{incomplete}"
+        return ChatError("timeout", message, model=model, partial_text=partial)
+    if isinstance(exc, httpx.ConnectError):
+        return ChatError("unreachable", f"Cannot reach the model server at {where}: {_reason(exc)}.")
+    if started:
+        message = f"The model server at {where} closed the connection mid-answer.{incomplete}"
+        return ChatError("stream_cut", message, model=model, partial_text=partial)
+    message = f"The model server at {where} closed the connection without answering: {_reason(exc)}."
+    return ChatError("upstream_error", message, model=model)
+
+
+def json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ChatError("bad_response", f"The model server sent something that is not {what}.")
+    return data
+
+
+def parse_models(body: bytes) -> tuple[ModelInfo, ...]:
+    entries = json_object(body, "a model list").get("data")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries):
+        raise ChatError("bad_response", "The model server's /v1/models answer has no model ids.")
+    keys = ("id", "owned_by", "root", "parent", "max_model_len")
+    return tuple(ModelInfo(**{k: e.get(k) for k in keys}) for e in entries)
+
+
+def usage_from(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    return Usage(data.get("prompt_tokens"), data.get("completion_tokens"), data.get("total_tokens"))
+
 
 # Only CR, LF and CRLF end a line in SSE. str.splitlines (and so httpx's aiter_lines) also splits on
 # U+2028, U+0085 ..., which servers emit raw inside JSON strings: splitting there corrupts the data.

@@ -230,6 +230,24 @@ async def test_transformers_runtime_refuses_stream_options_so_the_client_retries
     assert ["stream_options" in body for body in sent] == [True, False]
 
 
+async def test_a_whole_json_answer_instead_of_a_stream():
+    async with ModelStandin(runtime="transformers") as server:
+        endpoint = chat.Endpoint(server.url)
+        # transformers serve answers 200 {} (not a stream) when the conversation ends with an assistant turn.
+        error, seen = await chat_error(endpoint, messages=[*HELLO, {"role": "assistant", "content": "Hi"}])
+    assert (error.kind, seen) == ("bad_response", [])
+    assert error.message == "The model server answered without a message."
+
+    async def whole(request):  # a server that ignores stream: true
+        body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "All at once."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}  # fmt: skip
+        return web.json_response(body)
+
+    async with tiny_app([("POST", "/v1/chat/completions", whole)]) as url:
+        events = await collect(chat.Endpoint(url))
+    assert events == [chat.TextDelta("All at once."), chat.Finished("stop", chat.Usage(2, 3, 5), streamed=False)]
+
+
 async def test_auto_detection_when_the_protocol_is_not_known(standin, legacy):
     openai_events = await collect(chat.Endpoint(standin.url), protocol=None)
     legacy_events = await collect(chat.Endpoint(legacy.url), protocol=None)
@@ -793,6 +811,8 @@ async def test_openai_client_talks_to_a_legacy_workspace_through_the_translation
         chunks = [chunk async for chunk in stream]
         with pytest.raises(openai.BadRequestError) as refused:
             await api.chat.completions.create(model="falcon-7b-instruct", messages=[{"role": "user", "content": ""}])
+        with pytest.raises(openai.BadRequestError) as fractional:
+            await api.chat.completions.create(model="falcon-7b-instruct", messages=HELLO, max_tokens=2.5)
     answer = legacy.answer(BASE, "hello there")
     assert [m.id for m in models.data] == ["falcon-7b-instruct"]
     assert completion.object == "chat.completion"
@@ -801,3 +821,4 @@ async def test_openai_client_talks_to_a_legacy_workspace_through_the_translation
     assert [c.choices[0].delta.content for c in chunks] == [answer, None]
     assert [c.choices[0].finish_reason for c in chunks] == [None, "stop"]
     assert "Text generation parameter prompt required" in str(refused.value)
+    assert "max_tokens must be an integer" in str(fractional.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
 import subprocess
@@ -173,7 +174,7 @@ class ControlPlane:
 
         def ready() -> bool:
             try:
-                return clients.http_post_json(f"{self.etcd_url}/v3/maintenance/status", {}, 1.0) != {}
+                return "header" in clients.http_post_json(f"{self.etcd_url}/v3/maintenance/status", {}, 1.0)
             except OSError:
                 return False
 
@@ -188,7 +189,7 @@ class ControlPlane:
         """Compact etcd's history up to revision (default: now) and return it.
 
         Older resourceVersions are then gone from etcd. The apiserver's watch cache still serves
-        watches inside its own window; see restart_apiserver() and README "410 Gone" for a reliable 410.
+        watches inside its own window; expire_watch_history() gives a reliable 410 Gone.
         """
         rev = revision or self.etcd_revision()
         try:
@@ -326,7 +327,7 @@ class ControlPlane:
 
     def kubeconfig_for_token(self, token: str, path: Path | None = None) -> Path:
         """Write a kubeconfig that authenticates with token; default path is inside work_dir."""
-        target = path or self.work_dir / f"kubeconfig-token-{abs(hash(token)) % 10**8}"
+        target = path or self.work_dir / f"kubeconfig-token-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
         return clients.write_token_kubeconfig(target, self.server, self._pki().ca_cert, token)
 
     def api_client_for_token(self, token: str) -> client.ApiClient:

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run test lint format check migrate clean
+.PHONY: help venv run test test-only lint format migrate tools chromium clean
 
 help:
 	@echo "make run    - install, migrate, sync the catalog, create a local admin, serve http://$(HOST):$(PORT)"
@@ -40,7 +40,27 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+# Go-built test dependencies, cached outside the repository and rebuilt only when missing:
+# kube-apiserver + etcd (the local control plane) and the distribution OCI registry.
+tools: venv
+	$(PY) -m devcluster build
+	$(PY) -m devcluster.registry build
+
+# Browser tests drive Debian's Chromium (no Playwright browser download exists offline).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	else \
+		echo "The browser tests need Debian's Chromium at /usr/bin/chromium: run 'sudo apt-get install chromium'"; exit 1; \
+	fi
+
+test: lint tools chromium test-only
+
+# The suite alone (CI runs it a second time on PostgreSQL + Redis through DATABASE_URL and REDIS_URL).
+test-only: venv
 	$(PY) -m pytest
 
 clean:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.preflight.server import Route
-from workspaces.preflight.reference import InvalidReference, parse_reference
+from workspaces.kaito.imageref import InvalidReference, parse_reference
 from workspaces.preflight.registry import (
     Credentials,
     InvalidDockerConfig,

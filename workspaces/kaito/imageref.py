@@ -1,84 +1,122 @@
-"""Container image references parsed as KAITO parses them (distribution/reference ParseDockerRef)."""
+"""Image references parsed as KAITO's webhook does (distribution/reference ParseDockerRef, v0.6.0)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+DEFAULT_DOMAIN = "docker.io"
+LEGACY_DEFAULT_DOMAIN = "index.docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+OFFICIAL_PREFIX = "library/"
+MAX_PATH = 255
+
+# The grammar of github.com/distribution/reference regexp.go, written out with the same names.
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
+_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_NAME = rf"{_COMPONENT}(?:\.{_COMPONENT})*"
+_IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
+_DOMAIN_AND_PORT = rf"(?:{_DOMAIN_NAME}|{_IPV6})(?::[0-9]+)?"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_REMOTE_NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_NAME = rf"(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME}"
 _TAG = r"[\w][\w.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_REFERENCE = re.compile(
-    rf"^(?P<name>(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*))"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
-)
-DOCKER_HUB = "docker.io"
-NAME_TOTAL_LENGTH_MAX = 255
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}"
+_REFERENCE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$", re.ASCII)
+_ANCHORED_NAME = re.compile(rf"^(?:({_DOMAIN_AND_PORT})/)?({_REMOTE_NAME})$", re.ASCII)
+_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
+_DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
 class InvalidReference(ValueError):
-    """The text is not an image reference; the message says what is wrong."""
+    """The image reference does not parse; the message says why, as docker or KAITO would."""
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    registry: str  # host[:port], docker.io for Docker Hub
-    repository: str  # path inside the registry, library/<name> for official Docker Hub images
-    tag: str  # "latest" when neither tag nor digest is given
-    digest: str = ""
+    """A normalised reference: docker.io/library/ubuntu:latest style."""
 
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
+    domain: str  # as written (after Docker Hub normalisation), e.g. "docker.io", "myacr.azurecr.io:443"
+    path: str  # repository path, e.g. "library/ubuntu"
+    tag: str | None = None
+    digest: str | None = None
 
     def __str__(self) -> str:
-        text = self.name
+        text = f"{self.domain}/{self.path}"
         if self.tag:
             text += f":{self.tag}"
         if self.digest:
             text += f"@{self.digest}"
         return text
 
+    @property
+    def api_host(self) -> str:
+        """host[:port] that serves the /v2/ API (Docker Hub's API lives on registry-1.docker.io)."""
+        return DOCKER_HUB_API if self.domain == DEFAULT_DOMAIN else self.domain
 
-def _split_domain(name: str) -> tuple[str, str]:
-    # A first component is a registry host only if it looks like one (has '.' or ':', or is localhost).
-    head, sep, rest = name.partition("/")
-    if not sep or (not any(c in head for c in ".:") and head != "localhost" and head.lower() == head):
-        domain, remainder = DOCKER_HUB, name
+    def to_dict(self) -> dict[str, str | None]:
+        return {**asdict(self), "canonical": str(self)}
+
+
+def _split_docker_domain(name: str) -> tuple[str, str]:
+    if "/" not in name:
+        return DEFAULT_DOMAIN, OFFICIAL_PREFIX + name
+    maybe_domain, remainder = name.split("/", 1)
+    if maybe_domain == "localhost":
+        domain = maybe_domain
+    elif maybe_domain == LEGACY_DEFAULT_DOMAIN:
+        domain = DEFAULT_DOMAIN
+    elif any(c in maybe_domain for c in ".:") or maybe_domain.lower() != maybe_domain:
+        domain = maybe_domain  # a dot, a port or capitals: a host name, never a Docker Hub namespace
     else:
-        domain, remainder = head, rest
-    if domain == "index.docker.io":
-        domain = DOCKER_HUB
-    if domain == DOCKER_HUB and "/" not in remainder:
-        remainder = f"library/{remainder}"
+        domain, remainder = DEFAULT_DOMAIN, name
+    if domain == DEFAULT_DOMAIN and "/" not in remainder:
+        remainder = OFFICIAL_PREFIX + remainder
     return domain, remainder
 
 
-def parse(text: str) -> ImageRef:
-    """Parse and normalise like ParseDockerRef: docker.io/library/<name>:latest for bare names."""
+def _check_digest(digest: str) -> None:
+    algorithm, _, encoded = digest.partition(":")
+    if algorithm not in _DIGEST_LENGTHS:
+        raise InvalidReference(f"unsupported digest algorithm {algorithm!r} in {digest!r}")
+    if not re.fullmatch(rf"[a-f0-9]{{{_DIGEST_LENGTHS[algorithm]}}}", encoded):
+        raise InvalidReference(
+            f"invalid checksum digest format: {algorithm} needs {_DIGEST_LENGTHS[algorithm]} lowercase hex digits"
+        )
+
+
+def parse_reference(text: str) -> ImageRef:
+    """ParseNormalizedNamed + ParseDockerRef: default docker.io, library/ prefix, tag `latest`.
+
+    A reference with both a tag and a digest keeps only the digest, as ParseDockerRef does.
+    """
+    original = text
     text = text.strip()
     if not text:
         raise InvalidReference("The image reference is empty.")
-    without_digest = text.split("@", 1)[0]
-    slash = without_digest.rfind("/")
-    colon = without_digest.rfind(":")
-    name_part = without_digest[:colon] if colon > slash else without_digest
-    domain, remote = _split_domain(name_part)
+    if _IDENTIFIER.match(text):
+        raise InvalidReference(f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
+    domain, remainder = _split_docker_domain(text)
+    remote = remainder.split(":", 1)[0]
     if remote.lower() != remote:
-        raise InvalidReference(f"{text!r}: the repository name must be lowercase.")
-    remainder = remote + text[len(name_part) :]
-    match = _REFERENCE.match(f"{domain}/{remainder}")
+        raise InvalidReference(f"invalid reference format: repository name ({remote}) must be lowercase")
+    candidate = f"{domain}/{remainder}"
+    match = _REFERENCE.match(candidate)
     if match is None:
+        if _REFERENCE.match(candidate.lower()):
+            raise InvalidReference(f"{original!r}: repository name must be lowercase")
         raise InvalidReference(
-            f"{text!r} is not a valid image reference; expected registry/repository:tag, "
-            "for example myregistry.azurecr.io/team/adapter:0.0.1."
+            f"{original!r} is not a valid image reference: expected [registry[:port]/]name[:tag][@digest] "
+            "with a lowercase name of letters, digits and . _ - / separators"
         )
-    if len(match.group("name")) > NAME_TOTAL_LENGTH_MAX:
-        raise InvalidReference(f"{name_part!r}: the repository name is longer than {NAME_TOTAL_LENGTH_MAX} characters.")
-    digest = match.group("digest") or ""
-    tag = match.group("tag") or ("" if digest else "latest")
-    return ImageRef(registry=match.group("domain"), repository=match.group("path"), tag=tag, digest=digest)
+    name, tag, digest = match.groups()
+    name_match = _ANCHORED_NAME.match(name)
+    assert name_match is not None  # the reference grammar embeds the name grammar
+    ref_domain, path = name_match.group(1) or "", name_match.group(2)
+    if len(path) > MAX_PATH:
+        raise InvalidReference(f"repository name must not be more than {MAX_PATH} characters")
+    if digest:
+        _check_digest(digest)
+        return ImageRef(ref_domain, path, None, digest)
+    return ImageRef(ref_domain, path, tag or "latest", None)

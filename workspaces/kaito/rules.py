@@ -60,7 +60,7 @@ def dns1123_subdomain(value: str, *, what: str) -> list[str]:
 
 def image_reference(value: str, *, what: str) -> list[str]:
     try:
-        imageref.parse(value)
+        imageref.parse_reference(value)
     except imageref.InvalidReference as exc:
         return [f"Unable to parse the {what} image reference: {exc}"]
     return []

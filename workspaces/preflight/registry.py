@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
+from workspaces.kaito.imageref import DEFAULT_DOMAIN, ImageRef, InvalidReference, parse_reference
 from workspaces.netguard import Resolver
 from workspaces.preflight.fetch import FetchError, Limits, Response, SafeFetcher, origin
 from workspaces.preflight.records import Finding
-from workspaces.preflight.reference import DEFAULT_DOMAIN, ImageRef, InvalidReference, parse_reference
 
 logger = logging.getLogger(__name__)
 

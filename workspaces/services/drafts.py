@@ -218,8 +218,8 @@ def _check_tuning(draft: RequestDraft, errors: _Errors, warnings: list[str]) -> 
                 "Secret, or give the registry user name and password so the portal creates one.",
             )
         elif "output_image" not in errors:
-            server = draft.registry_server.strip() or imageref.parse(draft.output_image).registry
-            if server == imageref.DOCKER_HUB:
+            server = draft.registry_server.strip() or imageref.parse_reference(draft.output_image).domain
+            if server == imageref.DEFAULT_DOMAIN:
                 server = DOCKER_HUB_AUTH_KEY
             registry = RegistryCredentials(server, draft.registry_username, draft.registry_password)
     if draft.training_config.strip():  # empty: KAITO copies its default for the method

@@ -28,6 +28,7 @@ def _test_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Tests that exercise applying opt in with "inline" and a cluster; the rest must not reach for one.
     settings.APPLY_AFTER_APPROVAL = "off"
+    settings.PREFLIGHT_AFTER_CREATE = "off"
 
 
 @pytest.fixture

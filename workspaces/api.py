@@ -5,17 +5,18 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.models import Preset
 from workspaces import services
 from workspaces.kaito.manifests import to_yaml
 from workspaces.kaito.spec import Adapter
 from workspaces.models import Status, Team, WorkspaceEvent, WorkspaceRequest
-from workspaces.services import workspace
+from workspaces.services import preflight, workspace
 
 
 class AdapterSerializer(serializers.Serializer):
@@ -228,6 +229,69 @@ class RequestDeleteApi(APIView):
         )
         obj = WorkspaceRequest.objects.with_related().get(pk=obj.pk)
         return Response(RequestDetailSerializer(obj).data)
+
+
+class PreflightInputSerializer(serializers.Serializer):
+    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all(), required=False)
+    preset = serializers.CharField(required=False, allow_blank=True, default="")
+    input_urls = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    output_image = serializers.CharField(required=False, allow_blank=True, default="")
+    output_push_secret = serializers.CharField(required=False, allow_blank=True, default="")
+    registry_username = serializers.CharField(required=False, allow_blank=True, default="")
+    registry_password = serializers.CharField(
+        required=False, allow_blank=True, default="", write_only=True, trim_whitespace=False
+    )
+    training_config = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class PreflightDraftApi(APIView):
+    """Check dataset URLs and an output registry before making a request (nothing is stored)."""
+
+    @extend_schema(request=PreflightInputSerializer, responses={200: {"type": "object"}})
+    def post(self, request: Request) -> Response:
+        serializer = PreflightInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = data.get("team")
+        if (
+            team is not None
+            and not request.user.is_superuser
+            and not team.memberships.filter(user=request.user).exists()
+        ):
+            raise NotFound("No such team.")
+        preset = Preset.objects.by_name(data["preset"]) if data["preset"] else None
+        context = preset.context_length if preset else None
+        result = {"datasets": [], "registry": None}
+        if data["input_urls"]:
+            datasets = preflight.preflight_draft(
+                part="datasets",
+                input_urls=data["input_urls"],
+                context_length=context,
+                training_config=data["training_config"],
+            )
+            result["datasets"] = datasets["datasets"]
+        if data["output_image"]:
+            registry = preflight.preflight_draft(
+                part="registry",
+                namespace=team.namespace if team else "",
+                output_image=data["output_image"],
+                registry_username=data["registry_username"],
+                registry_password=data["registry_password"],
+                output_push_secret=data["output_push_secret"],
+            )
+            result["registry"] = registry["registry"]
+        result["summary"] = preflight.summary(result["datasets"], result["registry"])
+        return Response(result)
+
+
+class RequestPreflightApi(APIView):
+    @extend_schema(request=None, responses=RequestDetailSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        obj = _visible(request, pk)
+        if obj.kind != "tuning" or not workspace.can_delete(request.user, obj):
+            raise PermissionDenied("Only the requester or an approver of the team can re-run the checks.")
+        preflight.preflight_request(request_id=obj.pk)
+        return Response(RequestDetailSerializer(WorkspaceRequest.objects.with_related().get(pk=pk)).data)
 
 
 class RequestWithdrawApi(APIView):

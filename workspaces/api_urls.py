@@ -12,4 +12,6 @@ urlpatterns = [
     path("workspaces/<int:pk>/reject/", api.RequestRejectApi.as_view(), name="api-request-reject"),
     path("workspaces/<int:pk>/withdraw/", api.RequestWithdrawApi.as_view(), name="api-request-withdraw"),
     path("workspaces/<int:pk>/delete/", api.RequestDeleteApi.as_view(), name="api-request-delete"),
+    path("workspaces/<int:pk>/preflight/", api.RequestPreflightApi.as_view(), name="api-request-preflight"),
+    path("preflight/", api.PreflightDraftApi.as_view(), name="api-preflight-draft"),
 ]

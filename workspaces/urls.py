@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.request_list, name="request-list"),
     path("new/<str:kind>/", views.request_create, name="request-create"),
     path("new/<str:kind>/preview/", views.request_preview, name="request-preview"),
+    path("new/<str:kind>/preflight/", views.request_preflight_draft, name="request-preflight-draft"),
     path("training-defaults/", views.training_defaults, name="training-defaults"),
     path("instance-type-options/", views.instance_type_options, name="instance-type-options"),
     path("approvals/", views.approval_queue, name="approval-queue"),
@@ -18,4 +19,5 @@ urlpatterns = [
     path("<int:pk>/decide/", views.request_decide, name="request-decide"),
     path("<int:pk>/withdraw/", views.request_withdraw, name="request-withdraw"),
     path("<int:pk>/delete/", views.request_delete, name="request-delete"),
+    path("<int:pk>/preflight/", views.request_preflight, name="request-preflight"),
 ]

@@ -11,6 +11,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
+from catalog.models import Preset
 from portal.http import HtmxHttpRequest, wants_fragment
 from workspaces import services
 from workspaces.forms import (
@@ -24,7 +25,7 @@ from workspaces.forms import (
 from workspaces.kaito import defaults
 from workspaces.kaito.manifests import to_yaml
 from workspaces.models import Status, WorkspaceRequest
-from workspaces.services import workspace
+from workspaces.services import preflight, workspace
 
 FORMS: dict[str, type[RequestForm]] = {"inference": InferenceRequestForm, "tuning": TuningRequestForm}
 
@@ -73,6 +74,43 @@ def request_preview(request: HtmxHttpRequest, kind: str) -> HttpResponse:
     preview = services.request_preview(requester=request.user, draft=form.to_draft())
     context = {"preview": preview, "form": form, "kind": kind}
     return render(request, "workspaces/request_form.html#preview", context)
+
+
+@require_POST
+def request_preflight_draft(request: HtmxHttpRequest, kind: str) -> HttpResponse:
+    """Check the datasets or the registry the form names right now (htmx, after those fields change)."""
+    part = request.GET.get("part", "datasets")
+    if kind != "tuning" or part not in ("datasets", "registry"):
+        raise Http404("Nothing to check.")
+    form = TuningRequestForm(request.POST, user=request.user)
+    form.is_valid()
+    values = form.draft_values()
+    preset = Preset.objects.by_name(values["preset"]) if values["preset"] else None
+    if (part == "datasets" and not values["input_urls"]) or (part == "registry" and not values["output_image"]):
+        return render(request, "workspaces/_preflight_part.html", {"part": part, "result": None})
+    result = preflight.preflight_draft(
+        part=part,
+        namespace=values["team"].namespace if values["team"] else "",
+        input_urls=values["input_urls"],
+        output_image=values["output_image"],
+        registry_username=values["registry_username"],
+        registry_password=values["registry_password"],
+        output_push_secret=values["output_push_secret"],
+        context_length=preset.context_length if preset else None,
+        training_config=values["training_config"],
+    )
+    return render(request, "workspaces/_preflight_part.html", {"part": part, "result": result})
+
+
+@require_POST
+def request_preflight(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Run the checks of a stored request again (requester or an approver)."""
+    obj = _request_for(request, pk)
+    if obj.kind != "tuning" or not workspace.can_delete(request.user, obj):
+        raise PermissionDenied("Only the requester or an approver of the team can re-run the checks.")
+    preflight.preflight_request(request_id=obj.pk)
+    messages.success(request, "The dataset and registry checks ran again.")
+    return redirect("workspaces:request-detail", pk=obj.pk)
 
 
 @require_GET

@@ -16,6 +16,7 @@ from django.utils import timezone
 from workspaces import notify
 from workspaces.models import SPENDING, Membership, PendingSecret, Status, Team, WorkspaceEvent, WorkspaceRequest
 from workspaces.services.drafts import RequestDraft, request_validate
+from workspaces.services.preflight import preflight_after_create
 from workspaces.services.secrets import secret_store, secrets_discard
 from workspaces.services.transitions import _transition
 from workspaces.services.workspace import apply_after_approval
@@ -136,6 +137,8 @@ def request_create(*, requester: AbstractBaseUser, draft: RequestDraft) -> Works
     request_id = request.pk
     transaction.on_commit(lambda: notify.request_changed(request_id=request_id, created=True))
     transaction.on_commit(lambda: notify.approval_needed(request_id=request_id))
+    if draft.kind == "tuning":
+        transaction.on_commit(lambda: preflight_after_create(request_id=request_id))
     logger.info("request %s created by %s for %s", request_id, requester.get_username(), request)
     return request
 

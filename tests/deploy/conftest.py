@@ -12,3 +12,7 @@ def helm():
         return helmbin.ensure_helm()
     except Exception as exc:
         pytest.fail(f"helm could not be built: {exc}", pytrace=False)
+
+
+# The workspace fixtures (a team with a requester and an approver, a tuning payload) for the RBAC tests.
+from tests.workspaces.conftest import approver, requester, team, tuning_payload  # noqa: E402, F401

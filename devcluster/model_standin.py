@@ -234,6 +234,10 @@ class ModelStandin:
         with self._lock:
             self._faults.clear()
 
+    def faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(f) for f in self._faults]
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             data = asdict(self._stats)
@@ -283,17 +287,21 @@ class ModelStandin:
                 fault = self.add_fault(**body)
             except (ValueError, TypeError) as exc:
                 return _json({"detail": str(exc)}, 400)
-            return _json({"added": asdict(fault), "faults": [asdict(f) for f in self._faults]}, 201)
+            return _json({"added": asdict(fault), "faults": self.faults()}, 201)
         if request.method == "DELETE":
             self.clear_faults()
             return web.Response(status=204)
-        with self._lock:
-            return _json({"faults": [asdict(f) for f in self._faults]})
+        return _json({"faults": self.faults()})
 
     async def _config(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if "token_delay" in body:
-            self.token_delay = float(body["token_delay"])
+        body = _loads(await request.read())
+        try:
+            if not isinstance(body, dict):
+                raise ValueError('send a JSON object, e.g. {"token_delay": 0.05}')
+            if "token_delay" in body:
+                self.token_delay = max(0.0, float(body["token_delay"]))
+        except (TypeError, ValueError) as exc:
+            return _json({"detail": str(exc)}, 400)
         return _json({"token_delay": self.token_delay})
 
     async def _reset(self, request: web.Request) -> web.Response:
@@ -541,8 +549,8 @@ class ModelStandin:
                         outcome = "streams_completed"
                         return response
                     outcome = "streams_cut"
-                    assert request.transport is not None
-                    request.transport.close()  # flushes what was written, then closes: no final chunk, no [DONE]
+                    if request.transport is not None:
+                        request.transport.close()  # flushes what was written, then closes: no final chunk, no [DONE]
                     await asyncio.sleep(3600)  # handler_cancellation ends this as the connection drops
                 await asyncio.sleep(self.token_delay)
                 last = i == len(tokens) - 1

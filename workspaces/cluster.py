@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import HttpResponseError
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
@@ -108,6 +110,8 @@ class ConnectionSettings:
     aks: AksCluster | None = None
     inference_url: str = ""  # development override, e.g. "http://127.0.0.1:9000" or with {name}/{namespace}
     sandbox: bool = False
+    azure_credential: TokenCredential | None = None  # None: DefaultAzureCredential
+    arm_ca_bundle: str = ""  # extra CA file for the ARM endpoint (a TLS-inspecting proxy, a local stand-in)
 
 
 class Cluster:
@@ -289,7 +293,8 @@ class Cluster:
         if cfg.refresh_api_key_hook:
             cfg.refresh_api_key_hook(cfg)
         headers = {}
-        token = cfg.get_api_key_with_prefix("authorization")
+        # The kubeconfig loader stores tokens under "BearerToken"; "authorization" is the older alias.
+        token = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         verify: bool | str = cfg.ssl_ca_cert or True if cfg.verify_ssl else False
@@ -303,21 +308,38 @@ class Cluster:
         return info.git_version
 
 
+def _arm_error(aks: AksCluster, exc: HttpResponseError) -> ClusterError:
+    """ARM refused the credentials call: one line that names the cluster (the SDK's text repeats over lines)."""
+    detail = f"{exc.error.code}: {exc.error.message}" if exc.error else (exc.reason or str(exc.status_code))
+    kind = ClusterForbidden if exc.status_code in (401, 403) else ClusterUnavailable
+    where = f"AKS cluster {aks.name} (resource group {aks.resource_group}, subscription {aks.subscription_id})"
+    return kind(f"Azure refused the credentials of {where}: {detail}", status=exc.status_code)
+
+
 def connect(settings: ConnectionSettings) -> Cluster:
     """Connect from AKS settings, a kubeconfig, or the in-cluster service account, in that order."""
     configuration = client.Configuration()
     in_cluster = False
     try:
         if settings.aks is not None:
-            kubeconfig, tokens = aks_kubeconfig(settings.aks)
+            options = {"connection_verify": settings.arm_ca_bundle} if settings.arm_ca_bundle else {}
+            try:
+                kubeconfig, tokens = aks_kubeconfig(settings.aks, credential=settings.azure_credential, **options)
+            except HttpResponseError as exc:
+                if exc.response is None:  # the credential failed before ARM was asked (ClientAuthenticationError)
+                    raise
+                raise _arm_error(settings.aks, exc) from exc
             if tokens is not None:
                 # Replace kubelogin with bearer tokens from the same Azure credential.
                 for user in kubeconfig.get("users", []):
                     user["user"] = {"token": tokens.token()}
-                configuration.refresh_api_key_hook = lambda cfg: cfg.api_key.update(
-                    authorization=f"Bearer {tokens.token()}"
-                )
             config.load_kube_config_from_dict(kubeconfig, client_configuration=configuration)
+            if tokens is not None:
+                # Only after loading: the loader installs its own hook, which re-sets the first (static)
+                # token under "BearerToken", the key the client reads before "authorization".
+                configuration.refresh_api_key_hook = lambda cfg: cfg.api_key.update(
+                    BearerToken=f"Bearer {tokens.token()}"
+                )
         elif settings.kubeconfig:
             config.load_kube_config(
                 settings.kubeconfig, context=settings.context or None, client_configuration=configuration

@@ -165,6 +165,8 @@ MAX_TUNING_HOURS = env.int("PORTAL_MAX_TUNING_HOURS", default=168)
 BASE_URL = env("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 # Hosts the dataset checks may reach although they are local; only tests set this, never production.
 PREFLIGHT_ALLOW_HOSTS: list[str] = []
+# After a tuning request is created its dataset and registry are checked: "background", "inline" or "off".
+PREFLIGHT_AFTER_CREATE = env("PORTAL_PREFLIGHT_AFTER_CREATE", default="background")
 
 # EMAIL
 # ------------------------------------------------------------------------------
@@ -181,3 +183,101 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("PORTAL_LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# ==============================================================================
+# RUNNING IN A CLUSTER (issue 8): production hardening, JSON logs, probes, metrics, OIDC sign-in.
+# One appended block, so that the sections above keep their shape; deploy/README.md lists every variable.
+# ==============================================================================
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# Request id and metrics wrap everything; ProbeMiddleware answers /healthz, /readyz and /metrics before host
+# validation and the HTTPS redirect, because kubelet and Prometheus reach pods by IP over plain HTTP.
+MIDDLEWARE = [
+    "portal.logging.RequestIdMiddleware",
+    "portal.metrics.MetricsMiddleware",
+    "portal.health.ProbeMiddleware",
+    *MIDDLEWARE,
+]
+# One name for the status choices that requests, events and filters share (drf-spectacular warns otherwise).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {"StatusEnum": "workspaces.models.Status"}
+# Dependencies whose failure makes /readyz answer 503 (all three are always checked and reported).
+READYZ_REQUIRED = env.list("PORTAL_READYZ_REQUIRED", default=["database", "channels", "cluster"])
+# When set, /metrics wants `Authorization: Bearer <token>`; otherwise restrict it with the NetworkPolicy.
+METRICS_TOKEN = env("PORTAL_METRICS_TOKEN", default="")
+
+LOG_FORMAT = env("PORTAL_LOG_FORMAT", default="json" if PRODUCTION else "plain")
+if LOG_FORMAT == "json":
+    LOGGING["formatters"]["json"] = {"()": "portal.logging.JsonFormatter"}
+    LOGGING["handlers"]["console"]["formatter"] = "json"
+    # Python warnings become log records too, so that every line on stderr is one JSON object.
+    __import__("logging").captureWarnings(True)
+
+if PRODUCTION:
+    DEBUG = False
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith(("django-insecure", "insecure-")):
+        raise ImproperlyConfigured(
+            "DJANGO_PRODUCTION=1 needs DJANGO_SECRET_KEY: at least 50 random characters, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`."
+        )
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        raise ImproperlyConfigured("DJANGO_PRODUCTION=1 needs DATABASE_URL (PostgreSQL): web and reconciler share it.")
+    if not REDIS_URL:
+        raise ImproperlyConfigured(
+            "DJANGO_PRODUCTION=1 needs REDIS_URL: the reconciler's status updates reach the browsers through it."
+        )
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # TLS ends at the ingress: trust its X-Forwarded-Proto (the ingress must overwrite a client's header).
+    _proxy_header = env("DJANGO_SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO")
+    SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_HTTPONLY = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SILENCED_SYSTEM_CHECKS = [
+        # HSTS preload is a one-way entry in the browsers' list for the whole domain: opt in deliberately.
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+        # Switched off explicitly because the ingress redirects HTTP to HTTPS itself.
+        *([] if SECURE_SSL_REDIRECT else ["security.W008"]),
+    ]
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        # Hashed names + compressed copies made by collectstatic at image build; served by WhiteNoise.
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+# OPENID CONNECT (Microsoft Entra ID or any provider), beside local accounts; off unless configured.
+# ------------------------------------------------------------------------------
+OIDC_RP_CLIENT_ID = env("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env("OIDC_RP_CLIENT_SECRET", default="")
+# The issuer, e.g. https://login.microsoftonline.com/<tenant id>/v2.0; endpoints come from its discovery
+# document unless set one by one below.
+OIDC_OP_ISSUER = env("OIDC_OP_ISSUER", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env("OIDC_OP_JWKS_ENDPOINT", default="")
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET and OIDC_OP_ISSUER)
+OIDC_RP_SIGN_ALGO = env("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_USE_PKCE = env.bool("OIDC_USE_PKCE", default=True)
+OIDC_TIMEOUT = env.int("OIDC_TIMEOUT", default=10)
+OIDC_AUTHENTICATE_CLASS = "portal.oidc.AuthenticateView"
+OIDC_CALLBACK_CLASS = "portal.oidc.CallbackView"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+# The name on the sign-in button.
+OIDC_PROVIDER_NAME = env("PORTAL_OIDC_PROVIDER_NAME", default="single sign-on")
+# {"<group id or name>": {"team": "<team slug>", "role": "approver" | "requester"}}
+OIDC_GROUP_MAP = env.json("PORTAL_OIDC_GROUP_MAP", default={})
+# The claim holding the groups: "groups" (Entra ID, Keycloak) or "roles" (Entra ID app roles).
+OIDC_GROUPS_CLAIM = env("PORTAL_OIDC_GROUPS_CLAIM", default="groups")
+# A first sign-in whose username a local account already has is refused, unless this links the two.
+OIDC_LINK_EXISTING_USERS = env.bool("PORTAL_OIDC_LINK_EXISTING_USERS", default=False)
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    *(["portal.oidc.OIDCBackend"] if OIDC_ENABLED else []),
+]

@@ -30,3 +30,7 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# OIDC sign-in's tables live in their own module (portal/oidc.py is their only writer).
+from portal.oidc_models import OidcIdentity, OidcMembership  # noqa: E402, F401

@@ -35,21 +35,29 @@ def manage(*args, env, timeout=120):
     )
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer to check, never followed (it may name an outside host)
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def http_get(url, headers=None, timeout=10):
     """(status, body, headers: case-insensitive) without raising on 4xx/5xx."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener.open(request, timeout=timeout) as response:
             return response.status, response.read().decode(), response.headers
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), exc.headers
 
 
 @contextlib.contextmanager
-def running(cmd, env, *, port, ready_path="/healthz", timeout=60):
+def running(cmd, env, *, port, ready_path="/healthz", timeout=60, cwd=ROOT):
     """Start a server, wait until ready_path answers; afterwards SIGTERM it and hand back its output and exit code."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # pipes could fill and block
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
         result = {}
         try:
             deadline = time.monotonic() + timeout

@@ -226,7 +226,8 @@ def desired_memberships(groups: list[str]) -> dict[str, tuple[str, list[str]]]:
         rule = settings.OIDC_GROUP_MAP.get(group)
         if rule is None:
             continue
-        team, role = (rule or {}).get("team"), (rule or {}).get("role", Membership.Role.REQUESTER)
+        team = rule.get("team") if isinstance(rule, dict) else None
+        role = rule.get("role", Membership.Role.REQUESTER) if isinstance(rule, dict) else None
         if not team or role not in Membership.Role.values:
             logger.error("PORTAL_OIDC_GROUP_MAP[%r] must be {'team': <slug>, 'role': approver|requester}", group)
             continue

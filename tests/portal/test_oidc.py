@@ -188,3 +188,12 @@ def test_discovery_must_name_the_configured_issuer(provider, settings):
     assert oidc.endpoint("OIDC_OP_TOKEN_ENDPOINT") == f"{provider.issuer}/token"
     with pytest.raises(Exception, match="names issuer"):
         oidc.discovery(provider.issuer + "/tenant-b")
+
+
+def test_a_malformed_group_map_entry_is_logged_and_skipped(client, provider, django_user_model, settings, caplog):
+    settings.OIDC_GROUP_MAP = {APPROVERS: "ml", SEARCH: {"team": "search", "role": "owner"}, MEMBERS: {"team": "ml"}}
+    provider.user["groups"] = [APPROVERS, SEARCH, MEMBERS]
+    with caplog.at_level(logging.ERROR, logger="portal.oidc"):
+        assert sign_in(client, provider)["Location"] == "/workspaces/"
+    assert roles(django_user_model.objects.get(username="ada@contoso.example")) == {"ml": "requester"}
+    assert sum("PORTAL_OIDC_GROUP_MAP" in r.getMessage() for r in caplog.records) == 2

@@ -1,10 +1,12 @@
 """The Helm chart renders with helm for default and full values, and the API server accepts every object."""
 
 import json
+import subprocess
 
 import pytest
 from kubernetes import client
 
+from deploy.helmbin import CHART_DIR
 from tests.deploy.chart import FULL_VALUES, apply_all, create_namespaces, named, of_kind, render, rules_for
 
 pytestmark = pytest.mark.usefixtures("helm")
@@ -123,3 +125,10 @@ def test_every_object_passes_server_side_dry_run(tmp_path, control_plane, k8s_ap
     web = next(a for a in answers if a["kind"] == "Deployment" and a["metadata"]["name"].endswith("-web"))
     assert web["spec"]["strategy"]["type"] == "RollingUpdate"
     assert client.AppsV1Api(k8s_api_client).list_namespaced_deployment(k8s_namespace).items == []
+
+
+@pytest.mark.parametrize("values", ["default", "full"])
+def test_helm_lint_strict(helm, values):
+    cmd = [str(helm), "lint", "--strict", str(CHART_DIR)] + (["--values", str(FULL_VALUES)] if values == "full" else [])
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "0 chart(s) failed" in result.stdout, result.stdout + result.stderr

@@ -41,10 +41,11 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 # Go-built test dependencies, cached outside the repository and rebuilt only when missing:
-# kube-apiserver + etcd (the local control plane) and the distribution OCI registry.
+# kube-apiserver + etcd (the local control plane), the distribution OCI registry and helm.
 tools: venv
 	$(PY) -m devcluster build
 	$(PY) -m devcluster.registry build
+	$(PY) -m deploy.helmbin build
 
 # Browser tests drive Debian's Chromium (no Playwright browser download exists offline).
 chromium:

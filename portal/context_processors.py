@@ -5,4 +5,4 @@ from django.http import HttpRequest
 
 
 def portal(request: HttpRequest) -> dict[str, object]:
-    return {"KAITO_VERSION": settings.KAITO_VERSION}
+    return {"KAITO_VERSION": settings.KAITO_VERSION, "SANDBOX": settings.SANDBOX}

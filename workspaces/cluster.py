@@ -302,6 +302,13 @@ class Cluster:
         base = f"{cfg.host}/api/v1/namespaces/{namespace}/services/{workspace}:80/proxy"
         return Endpoint(base_url=base, headers=headers, verify=verify, cert=cert)
 
+    def ensure_namespace(self, name: str) -> None:
+        """Create a namespace if it is missing (the sandbox's team namespace)."""
+        try:
+            self._call(self.core.read_namespace, name)
+        except ClusterNotFound:
+            self._call(self.core.create_namespace, {"metadata": {"name": name}})
+
     def ping(self) -> str:
         """The server's version, or ClusterUnavailable."""
         info = self._call(client.VersionApi(self.api).get_code)

@@ -16,6 +16,7 @@ urlpatterns = [
     path("<int:pk>/", views.request_detail, name="request-detail"),
     path("<int:pk>/manifest.yaml", views.request_manifest, name="request-manifest"),
     path("<int:pk>/live/", views.request_live, name="request-live"),
+    path("<int:pk>/logs/", views.request_logs, name="request-logs"),
     path("<int:pk>/decide/", views.request_decide, name="request-decide"),
     path("<int:pk>/withdraw/", views.request_withdraw, name="request-withdraw"),
     path("<int:pk>/delete/", views.request_delete, name="request-delete"),

@@ -183,6 +183,20 @@ def request_live(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
+def request_logs(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The tuning job's last log lines; the page polls while the job runs and stops once it has ended."""
+    obj = _request_for(request, pk)
+    if obj.kind != "tuning":
+        raise Http404("Only tuning jobs have logs.")
+    following = obj.status in (Status.PROVISIONING, Status.RUNNING)
+    tail = workspace.tuning_logs(request=obj) if obj.applied_at else workspace.LogTail(problem="Not started yet.")
+    html = render_to_string(
+        "workspaces/_tuning_logs.html", {"obj": obj, "tail": tail, "following": following}, request=request
+    )
+    return HttpResponse(html) if following else HttpResponseStopPolling(html)
+
+
+@require_GET
 def request_manifest(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     obj = _request_for(request, pk)
     response = HttpResponse(to_yaml(services.request_manifests(request=obj)), content_type="application/yaml")

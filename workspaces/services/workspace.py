@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -265,3 +266,24 @@ def workspaces_expire(*, now: dt.datetime | None = None) -> list[int]:
             _transition(request, to=target, actor=None, message=message, status_message=message)
         expired.append(request_id)
     return expired
+
+
+@dataclass(frozen=True)
+class LogTail:
+    pod: str = ""
+    text: str = ""
+    problem: str = ""
+
+
+def tuning_logs(*, request: WorkspaceRequest, lines: int = 200, cluster: Cluster | None = None) -> LogTail:
+    """The last lines of the tuning Job's newest pod (KAITO names the main container after the workspace)."""
+    try:
+        cluster = cluster or get_cluster()
+        pods = cluster.pods(request.namespace, request.name)
+        if not pods:
+            return LogTail(problem="The tuning job has no pod yet.")
+        newest = max(pods, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
+        name = newest["metadata"]["name"]
+        return LogTail(pod=name, text=cluster.logs(request.namespace, name, container=request.name, tail_lines=lines))
+    except ClusterError as exc:
+        return LogTail(problem=f"The logs are not available: {exc.message}")

@@ -56,6 +56,7 @@ class KaitoStandin:
         self.janitors: set[tuple[tuple[str, str], str, str]] = set()
         self.relists = 0  # how many times the loop (re)listed: restarts and 410s show up here
         self._watch_api: client.ApiClient | None = None
+        self._stream: watch.Watch | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> KaitoStandin:
@@ -70,8 +71,10 @@ class KaitoStandin:
             players = list(self.players.values())
         for _uid, cancel, _thread in players:
             cancel.set()
-        if self._watch_api is not None:
-            self._watch_api.close()  # unblocks a watch that is waiting for the next event
+        response = getattr(self._stream, "_resp", None)
+        if response is not None:  # a watch blocks until its next event: cut its socket (urllib3 >= 2.3)
+            with contextlib.suppress(Exception):
+                response.shutdown()
         for _uid, _cancel, thread in players:
             thread.join(timeout)
         if self._thread is not None:
@@ -130,7 +133,7 @@ class KaitoStandin:
     def _watch(self, version: str) -> str:
         group, api_version, plural, _namespaced = CUSTOM["Workspace"]
         self._watch_api = self.api_factory()
-        stream = watch.Watch()
+        stream = self._stream = watch.Watch()
         try:
             for event in stream.stream(
                 client.CustomObjectsApi(self._watch_api).list_cluster_custom_object, group, api_version, plural,

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv run test test-only lint format migrate tools chromium clean
+.PHONY: help venv run sandbox-down test test-only lint format migrate tools chromium clean
 
 help:
 	@echo "make run    - install, migrate, sync the catalog, create a local admin, serve http://$(HOST):$(PORT)"
@@ -30,7 +30,11 @@ migrate: venv
 run: migrate
 	$(PY) manage.py ensure_admin
 	@echo "Serving KAITO Portal on http://$(HOST):$(PORT)/ (SQLite, in-memory channel layer)"
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py runserver $(HOST):$(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py serve $(HOST):$(PORT)
+
+# Stop and remove the local sandbox cluster that `make run` starts when KUBECONFIG is not set.
+sandbox-down: venv
+	$(PY) -m devcluster down
 
 lint: venv
 	$(VENV)/bin/ruff check .

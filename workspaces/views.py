@@ -158,6 +158,12 @@ def request_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "can_decide": obj.status == Status.PENDING_APPROVAL and services.can_approve(request.user, obj),
         "can_withdraw": obj.status == Status.PENDING_APPROVAL and request.user.pk == obj.requester_id,
         "can_delete": obj.status in workspace.DELETABLE and workspace.can_delete(request.user, obj),
+        # A finished tuning job's adapter, ready to serve: name, image and the push secret as pull secret.
+        "adapter_line": (
+            f"{obj.name}-adapter {obj.output_image} {obj.output_push_secret}".strip()
+            if obj.kind == "tuning" and obj.status == Status.SUCCEEDED and obj.output_image
+            else ""
+        ),
         "decision_form": DecisionForm(),
         "budget": services.budget_after(obj),
     }

@@ -281,3 +281,22 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     *(["portal.oidc.OIDCBackend"] if OIDC_ENABLED else []),
 ]
+
+# ==============================================================================
+# CHAT (issue 6): the chat page, its WebSocket and the OpenAI-compatible endpoint.
+# ==============================================================================
+# Chat requests (messages sent on the page and API completions, counted together) per user and minute; 0: no limit.
+CHAT_RATE_PER_MINUTE = env.int("PORTAL_CHAT_RATE_PER_MINUTE", default=30)
+# Seconds to wait for a connection to the model, and then for each next piece of the answer.
+CHAT_CONNECT_TIMEOUT = env.float("PORTAL_CHAT_CONNECT_TIMEOUT", default=5.0)
+CHAT_READ_TIMEOUT = env.float("PORTAL_CHAT_READ_TIMEOUT", default=120.0)
+# The rate limit counts in Django's cache, which is per process by default: several web replicas must share
+# one, so REDIS_URL (production needs it for the channel layer anyway) backs the cache as well.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "kaito-portal",
+        }
+    }

@@ -254,3 +254,50 @@ class PendingSecret(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_purpose_display()} for {self.request}"
+
+
+class Conversation(models.Model):
+    """One user's chat with a workspace's model: the settings it was held with and its messages."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    request = models.ForeignKey(WorkspaceRequest, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True, help_text="Model id: the base model or a LoRA adapter.")
+    system_prompt = models.TextField(blank=True)
+    parameters = models.JSONField(default=dict, blank=True, help_text="temperature, top_p, max_tokens.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "request", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    """One turn; an assistant turn that failed keeps what arrived, marked incomplete with the reason."""
+
+    class Role(models.TextChoices):
+        USER = "user", "You"
+        ASSISTANT = "assistant", "Model"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role)
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True, help_text="What a reasoning model thought before answering.")
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finish_reason = models.CharField(max_length=30, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    # True from the moment an answer starts until it ends normally: a crash mid-stream leaves it marked.
+    incomplete = models.BooleanField(default=False)
+    error_kind = models.CharField(max_length=30, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk} in {self.conversation_id}"

@@ -8,11 +8,15 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import health, metrics, oidc, schema  # noqa: F401  (schema registers the API token scheme)
+from portal import views as account_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="catalog:preset-list"), name="home"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/profile/", account_views.profile, name="profile"),
+    path("accounts/profile/tokens/", account_views.token_create, name="token-create"),
+    path("accounts/profile/tokens/<int:token_id>/revoke/", account_views.token_revoke, name="token-revoke"),
     path("admin/", admin.site.urls),
     path("catalog/", include("catalog.urls")),
     path("workspaces/", include("workspaces.urls")),

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from workspaces import api
+from workspaces import api, chat_api
 
 urlpatterns = [
     path("workspaces/", api.RequestListCreateApi.as_view(), name="api-request-list"),
@@ -14,4 +14,7 @@ urlpatterns = [
     path("workspaces/<int:pk>/delete/", api.RequestDeleteApi.as_view(), name="api-request-delete"),
     path("workspaces/<int:pk>/preflight/", api.RequestPreflightApi.as_view(), name="api-request-preflight"),
     path("preflight/", api.PreflightDraftApi.as_view(), name="api-preflight-draft"),
+    # OpenAI-compatible endpoint of a workspace's model: base_url=http://<portal>/api/workspaces/<id>/v1
+    path("workspaces/<int:pk>/v1/models", chat_api.models, name="api-openai-models"),
+    path("workspaces/<int:pk>/v1/chat/completions", chat_api.chat_completions, name="api-openai-chat"),
 ]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from workspaces import views
+from workspaces import chat_views, views
 
 app_name = "workspaces"
 urlpatterns = [
@@ -21,4 +21,10 @@ urlpatterns = [
     path("<int:pk>/withdraw/", views.request_withdraw, name="request-withdraw"),
     path("<int:pk>/delete/", views.request_delete, name="request-delete"),
     path("<int:pk>/preflight/", views.request_preflight, name="request-preflight"),
+    # Chat with the workspace's model (issue 6)
+    path("<int:pk>/chat/", chat_views.chat_page, name="chat"),
+    path("<int:pk>/chat/<int:cid>/export.json", chat_views.conversation_export, name="chat-export"),
+    path("<int:pk>/chat/<int:cid>/rename/", chat_views.conversation_rename, name="chat-rename"),
+    path("<int:pk>/chat/<int:cid>/delete/", chat_views.conversation_delete, name="chat-delete"),
+    path("<int:pk>/compare/", chat_views.compare_page, name="chat-compare"),
 ]

@@ -18,9 +18,9 @@ class ChatSettingsForm(forms.Form):
     system_prompt = forms.CharField(
         required=False, max_length=8000, widget=forms.Textarea(attrs={"rows": 2}), label="System prompt"
     )
-    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7, widget=forms.NumberInput({"step": "0.1"}))
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7, widget=forms.NumberInput({"step": "any"}))
     top_p = forms.FloatField(
-        min_value=0.01, max_value=1, initial=1.0, label="Top-p", widget=forms.NumberInput({"step": "0.05"})
+        min_value=0.01, max_value=1, initial=1.0, label="Top-p", widget=forms.NumberInput({"step": "any"})
     )
     max_tokens = forms.IntegerField(min_value=1, max_value=MAX_TOKENS_LIMIT, initial=512, label="Max tokens")
     prompt = forms.CharField(

@@ -1,8 +1,10 @@
-"""Workspace fixtures: a team with a requester and an approver, another team, an admin; valid payloads."""
+"""Workspace fixtures: a team with a requester and an approver, another team, an admin; payloads; the cluster."""
 
 import pytest
 
+from workspaces.cluster import ConnectionSettings, connect
 from workspaces.models import Membership, Team
+from workspaces.services.clusters import set_cluster
 
 DOLLY = (
     "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/"
@@ -97,3 +99,21 @@ def form_data(payload, team):
         if key in data:
             data[key] = "\n".join(data[key])
     return {k: v for k, v in data.items() if v is not None}
+
+
+@pytest.fixture
+def cluster(control_plane, settings):
+    """The portal connected to the local control plane; approvals apply at once (inline)."""
+    settings.APPLY_AFTER_APPROVAL = "inline"
+    connected = connect(ConnectionSettings(kubeconfig=str(control_plane.kubeconfig_path)))
+    set_cluster(connected)
+    yield connected
+    set_cluster(None)
+
+
+@pytest.fixture
+def team_ns(team, k8s_namespace):
+    """The team's namespace is a fresh one in the control plane."""
+    team.namespace = k8s_namespace
+    team.save()
+    return k8s_namespace

@@ -8,29 +8,12 @@ from kubernetes import client as k8s
 
 from tests.workspaces.test_validation import ACCEPTED, payload_for
 from workspaces import services
-from workspaces.cluster import ClusterInvalid, ConnectionSettings, connect
+from workspaces.cluster import ClusterInvalid
 from workspaces.kaito import manifests as kaito_manifests
-from workspaces.models import PendingSecret, Status, Team, WorkspaceRequest
+from workspaces.models import PendingSecret, Status, WorkspaceRequest
 from workspaces.services import workspace as ws
-from workspaces.services.clusters import set_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("catalog")]
-
-
-@pytest.fixture
-def cluster(control_plane, settings):
-    settings.APPLY_AFTER_APPROVAL = "inline"
-    connected = connect(ConnectionSettings(kubeconfig=str(control_plane.kubeconfig_path)))
-    set_cluster(connected)
-    yield connected
-    set_cluster(None)
-
-
-@pytest.fixture
-def team_ns(team, k8s_namespace):
-    Team.objects.filter(pk=team.pk).update(namespace=k8s_namespace)
-    team.refresh_from_db()
-    return k8s_namespace
 
 
 def checked_objects(requester, payload, team):

@@ -109,31 +109,18 @@ def test_polling_fallback_stops_once_final(client, requester, approver, inferenc
 
 
 @pytest.mark.cluster
-async def test_kaito_status_patch_reaches_the_browser(
-    control_plane, k8s_namespace, settings, team, requester, approver, inference_payload
-):
+async def test_kaito_status_patch_reaches_the_browser(cluster, team_ns, requester, approver, inference_payload):
     from tests.workspaces.test_reconciler import make_reconciler
-    from workspaces.cluster import ConnectionSettings
-    from workspaces.cluster import connect as connect_cluster
-    from workspaces.services.clusters import set_cluster
 
-    settings.APPLY_AFTER_APPROVAL = "inline"
-    cluster = connect_cluster(ConnectionSettings(kubeconfig=str(control_plane.kubeconfig_path)))
-    set_cluster(cluster)
-    team.namespace = k8s_namespace
-    await sync_to_async(team.save)()
-    try:
-        request = await sync_to_async(create)(requester, inference_payload)
-        await sync_to_async(services.request_approve)(request=request, actor=approver)
-        page, ok, _ = await connect(requester, f"?request={request.pk}")
-        assert ok
-        kaito_play.patch_status(cluster.custom, k8s_namespace, "phi-chat", kaito_play.ready())
-        reconciler = make_reconciler(cluster, k8s_namespace)
-        await sync_to_async(reconciler.resync)()
-        html = await page.receive_from(timeout=5)
-        assert "Ready" in html and "The model is ready to chat." in html
-        status = await sync_to_async(lambda: WorkspaceRequest.objects.get(pk=request.pk).status)()
-        assert status == Status.READY
-        await page.disconnect()
-    finally:
-        set_cluster(None)
+    request = await sync_to_async(create)(requester, inference_payload)
+    await sync_to_async(services.request_approve)(request=request, actor=approver)
+    page, ok, _ = await connect(requester, f"?request={request.pk}")
+    assert ok
+    kaito_play.patch_status(cluster.custom, team_ns, "phi-chat", kaito_play.ready())
+    reconciler = make_reconciler(cluster, team_ns)
+    await sync_to_async(reconciler.resync)()
+    html = await page.receive_from(timeout=5)
+    assert "Ready" in html and "The model is ready to chat." in html
+    status = await sync_to_async(lambda: WorkspaceRequest.objects.get(pk=request.pk).status)()
+    assert status == Status.READY
+    await page.disconnect()

@@ -9,30 +9,13 @@ from kubernetes import client as k8s
 
 from tests.workspaces import kaito_play
 from tests.workspaces.test_cluster import approve
-from workspaces.cluster import ClusterUnavailable, ConnectionSettings, connect
+from workspaces.cluster import ClusterUnavailable
 from workspaces.leader import LeaderElector
 from workspaces.models import Status, WorkspaceRequest
 from workspaces.reconciler import Reconciler
 from workspaces.services import workspace as ws
-from workspaces.services.clusters import set_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("catalog")]
-
-
-@pytest.fixture
-def cluster(control_plane, settings):
-    settings.APPLY_AFTER_APPROVAL = "inline"
-    connected = connect(ConnectionSettings(kubeconfig=str(control_plane.kubeconfig_path)))
-    set_cluster(connected)
-    yield connected
-    set_cluster(None)
-
-
-@pytest.fixture
-def team_ns(team, k8s_namespace):
-    team.namespace = k8s_namespace
-    team.save()
-    return k8s_namespace
 
 
 def make_reconciler(cluster, namespace, identity="r1", **kwargs):

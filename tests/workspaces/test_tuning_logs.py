@@ -8,22 +8,9 @@ from devcluster.standin.plays import Settings
 from devcluster.standin.testing import wait_for
 from tests.workspaces.test_cluster import approve
 from tests.workspaces.test_reconciler import make_reconciler
-from workspaces.cluster import ConnectionSettings, connect
 from workspaces.models import Status, WorkspaceRequest
-from workspaces.services.clusters import set_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("catalog")]
-
-
-@pytest.fixture
-def cluster(control_plane, settings, team, k8s_namespace):
-    settings.APPLY_AFTER_APPROVAL = "inline"
-    team.namespace = k8s_namespace
-    team.save()
-    connected = connect(ConnectionSettings(kubeconfig=str(control_plane.kubeconfig_path)))
-    set_cluster(connected)
-    yield connected
-    set_cluster(None)
 
 
 def test_job_logs_are_followed_on_the_request_page(

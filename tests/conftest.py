@@ -49,3 +49,11 @@ def user(db, django_user_model):
 def user_client(client, user):
     client.force_login(user)
     return client
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    # Playwright's sync API keeps an event loop running in the main thread from the first browser test to
+    # the end of the session; pytest-asyncio tests after it would fail ("Runner.run() cannot be called from
+    # a running event loop"), so browser tests run last (a stable sort keeps the order otherwise).
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -1,0 +1,6 @@
+"""Chat fixtures: the model stand-in, READY workspaces, tokens (tests/chat/fixtures.py), the team fixtures of
+tests/workspaces and the real Daphne of tests/browser."""
+
+from tests.browser.fixtures import live_portal_factory  # noqa: F401
+from tests.chat.fixtures import _chat_settings, legacy_standin, preset, standin, token, workspace  # noqa: F401
+from tests.workspaces.conftest import admin_user, approver, other_team, outsider, requester, team  # noqa: F401

@@ -160,7 +160,7 @@ class KaitoStandin:
                 if (kind != "DELETED" and not mine) or (key, uid, kind) in self.janitors:
                     return  # another finalizer holds it, or a janitor already works on it
                 self.janitors.add((key, uid, kind))
-            self._spawn(f"janitor {key[0]}/{key[1]}", self._delete, player, None if kind == "DELETED" else ws, key)
+            self._spawn(f"janitor {key[0]}/{key[1]}", self._delete, player, None if kind == "DELETED" else ws, key, uid)
             return
         if self.stopping.is_set():
             return
@@ -188,12 +188,18 @@ class KaitoStandin:
             log.exception("%s/%s: the play failed", ws["metadata"]["namespace"], ws["metadata"]["name"])
 
     def _delete(
-        self, player: tuple[str, threading.Event, threading.Thread] | None, ws: Obj | None, key: tuple[str, str]
+        self,
+        player: tuple[str, threading.Event, threading.Thread] | None,
+        ws: Obj | None,
+        key: tuple[str, str],
+        uid: str = "",
     ) -> None:
         if player:
             player[1].set()
-            player[2].join(30)  # the play must not create objects after the cleanup
+            player[2].join(30)  # the play must not create objects (or start a model) after the cleanup
         try:
+            if self.settings.models is not None:  # its pod goes, and the model server with it
+                self.settings.models.release(*key, uid or (player[0] if player else ""))
             count = finalize(self.kube, ws) if ws else cleanup(self.kube, *key)
             log.info("%s/%s deleted: removed %d objects%s", *key, count, " and KAITO's finalizer" if ws else "")
         except Stopped:

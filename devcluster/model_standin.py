@@ -182,8 +182,13 @@ class ModelStandin:
         self._runner = web.AppRunner(self.build_app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:  # the port is taken: a caller trying the next port leaks nothing
+            sock.close()
+            await self.stop()
+            raise
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock, backlog=1024, ssl_context=self.ssl_context).start()
         return self.url

@@ -44,6 +44,12 @@ def runtime(ws: Obj) -> str:
     return "transformers" if wanted.lower() == "transformers" else "vllm"
 
 
+def served_name(ws: Obj) -> str:
+    """--served-model-name: the lower-cased last path segment of the preset (generator.go NewGenerator)."""
+    preset = ((ws.get("inference") or ws.get("tuning") or {}).get("preset") or {}).get("name", "")
+    return preset.rstrip("/").split("/")[-1].lower()
+
+
 def uses_nap(ws: Obj) -> bool:
     """NAP needs resource.instanceType, BYO forbids it, so the spec tells which mode the cluster runs."""
     return bool(ws.get("resource", {}).get("instanceType"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from devcluster.standin.kaito_logic import FINALIZER, GPU, INSTANCE_TYPE_LABEL, now_rfc3339, runtime
+from devcluster.standin.kaito_logic import FINALIZER, GPU, INSTANCE_TYPE_LABEL, now_rfc3339, runtime, served_name
 
 Obj = dict[str, Any]
 PLAYED_BY = "kaito-portal.dev/played-by"
@@ -255,7 +255,7 @@ def inference_container(ws: Obj, gpus: int, benchmark: bool) -> Obj:
     model = preset_name(ws)
     command = (
         f"python3 /workspace/vllm/inference_api.py --model {model} --download-dir /workspace/weights "
-        f"--served-model-name {model.split('/')[-1]} --max-model-len auto --gpu-memory-utilization 0.84 "
+        f"--served-model-name {served_name(ws) or model} --max-model-len auto --gpu-memory-utilization 0.84 "
         f"--tensor-parallel-size {gpus} --dtype bfloat16 --trust-remote-code"
     )
     health = {"httpGet": {"path": "/health", "port": 5000}, "periodSeconds": 10}

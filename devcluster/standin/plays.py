@@ -13,7 +13,7 @@ from devcluster.standin import manifests as m
 from devcluster.standin import podstate as ps
 from devcluster.standin.kaito_logic import FINALIZER, now_rfc3339, runtime, set_condition
 from devcluster.standin.kube import Kube, wait
-from devcluster.standin.stage import SCENARIO, SCENARIOS, STEP, Gone, Settings, Stage, endpoint_problem
+from devcluster.standin.stage import SCENARIO, SCENARIOS, STEP, Gone, Settings, Stage
 
 Obj = dict[str, Any]
 __all__ = ["SCENARIO", "SCENARIOS", "STEP", "Gone", "Play", "Settings", "cleanup", "finalize"]
@@ -52,6 +52,8 @@ class Play(Stage):
         start = names.index(done) + 1 if done in names else 0  # resume after a stand-in restart
         if start:
             log.info("%s/%s: resuming after step %r", self.ns, self.name, done)
+        if start == len(plan) and done == "ready" and (self.settings.models or self.settings.model_endpoint):
+            self.publish_endpoints()  # a restarted stand-in serves it again; a changed spec gets a new server
         for name, action, factor in plan[start:]:
             action()
             state = self.sync()
@@ -263,29 +265,6 @@ class Play(Stage):
         sts_status = {"replicas": self.count, "readyReplicas": self.count, "availableReplicas": self.count}
         self.kube.patch("StatefulSet", self.ns, self.name, {"status": sts_status}, status=True)
         self.publish_endpoints()
-
-    def publish_endpoints(self) -> None:
-        endpoint = self.settings.model_endpoint
-        if endpoint is None:
-            log.info("%s/%s: no --model-url: no Endpoints; the portal needs KAITO_INFERENCE_URL", self.ns, self.name)
-            return
-        problem = endpoint_problem(endpoint[0])
-        if problem:
-            log.warning(
-                "%s/%s: not writing Endpoints for %s: the apiserver refuses it (%s); use KAITO_INFERENCE_URL "
-                "or a non-loopback local address (python -m devcluster.standin.localaddr add)",
-                self.ns,
-                self.name,
-                endpoint[0],
-                problem,
-            )
-            return
-        pod = self.kube.read("Pod", self.ns, f"{self.name}-0")
-        if pod:  # published at Ready, not at start-up: the model stand-in would answer before vLLM could
-            full, slice_ = m.endpoints(self.ws, pod, *endpoint), m.endpoint_slice(self.ws, pod, *endpoint)
-            self.kube.patch("Endpoints", self.ns, self.name, {"subsets": full["subsets"]})
-            body = {"endpoints": slice_["endpoints"], "ports": slice_["ports"]}
-            self.kube.patch("EndpointSlice", self.ns, slice_["metadata"]["name"], body)
 
     def run_tuning(self) -> None:
         for pod in self.pods():

@@ -5,13 +5,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devcluster.standin import manifests as m
 from devcluster.standin import podstate as ps
 from devcluster.standin.kaito_logic import now_rfc3339, runtime, sync_status, uses_nap
 from devcluster.standin.kube import Kube
 from devcluster.standin.logs import performance
+
+if TYPE_CHECKING:
+    from devcluster.standin.models import ModelFleet
 
 Obj = dict[str, Any]
 SCENARIO = "kaito-portal.dev/standin-scenario"
@@ -28,7 +31,8 @@ class Gone(Exception):
 class Settings:
     step_seconds: float = 3.0
     training_steps: int = 4  # how many steps the tuning container runs before it ends
-    model_endpoint: tuple[str, int] | None = None  # address the apiserver's service proxy may dial
+    model_endpoint: tuple[str, int] | None = None  # one shared model the apiserver's service proxy may dial
+    models: ModelFleet | None = None  # or one model stand-in per Ready Workspace (wins over model_endpoint)
     kubelet: tuple[str, int] | None = None  # kubelet stand-in the Nodes point at (logs)
 
 
@@ -40,6 +44,15 @@ def endpoint_problem(ip: str) -> str:
     if addr.is_link_local:
         return "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
     return "may not be unspecified" if addr.is_unspecified else ""
+
+
+def endpoints_port(obj: Obj | None) -> int | None:
+    """The published http port of an Endpoints object, if any."""
+    for subset in (obj or {}).get("subsets") or []:
+        for port in subset.get("ports") or []:
+            if port.get("name") == "http":
+                return int(port["port"])
+    return None
 
 
 class Stage:
@@ -119,10 +132,10 @@ class Stage:
             "containerStatuses": mains,
         }
         if pod["spec"].get("nodeName"):
-            endpoint = self.settings.model_endpoint
+            model_ip = self.model_ip()
             index = int(pod["metadata"].get("labels", {}).get("apps.kubernetes.io/pod-index", "0"))
-            usable = endpoint and not self.tuning and index == 0 and not endpoint_problem(endpoint[0])
-            ip = endpoint[0] if usable and endpoint else m.pod_ip(self.ws, index)
+            usable = bool(model_ip) and not self.tuning and index == 0 and not endpoint_problem(model_ip)
+            ip = model_ip if usable else m.pod_ip(self.ws, index)
             status.update(
                 hostIP=self.node_ip(),
                 hostIPs=[{"ip": self.node_ip()}],
@@ -131,6 +144,59 @@ class Stage:
                 startTime=pod.get("status", {}).get("startTime") or now_rfc3339(),
             )
         self.kube.patch("Pod", self.ns, pod["metadata"]["name"], {"status": status}, status=True)
+
+    # --- the model behind the Service ------------------------------------------------------------------------------
+    def model_ip(self) -> str:
+        """The address the model listens on: pod <ws>-0's IP, so the service proxy's pod IP check passes."""
+        if self.settings.models is not None:
+            return self.settings.models.host
+        return self.settings.model_endpoint[0] if self.settings.model_endpoint else ""
+
+    def publish_endpoints(self) -> None:
+        """At Ready (and again after a restart): start the Workspace's own model, point Service and Endpoints at it.
+
+        The service proxy maps services/<ws>:80 to the Service port's name ("http"), then dials the Endpoints port of
+        that name at an address that must be one of the target pod's podIPs; it never reads targetPort
+        (k8s.io/kubernetes v1.34.4 pkg/registry/core/service/storage/storage.go ResourceLocation, isValidAddress).
+        The stand-ins share one address, so each has its own port: targetPort is set to it too, as the endpoints
+        controller derives the Endpoints port from targetPort. The pod spec keeps KAITO's containerPort 5000.
+        """
+        fleet, endpoint = self.settings.models, self.settings.model_endpoint
+        if fleet is not None:
+            published = self.kube.read("Endpoints", self.ns, self.name)
+            port = fleet.serve(self.current(), prefer=endpoints_port(published))
+            endpoint = (fleet.host, port)
+            if endpoint_problem(fleet.host):  # no extra address: the router reaches it (KAITO_INFERENCE_URL)
+                return
+        if endpoint is None:
+            log.info("%s/%s: no --model-url: no Endpoints; the portal needs KAITO_INFERENCE_URL", self.ns, self.name)
+            return
+        problem = endpoint_problem(endpoint[0])
+        if problem:
+            log.warning(
+                "%s/%s: not writing Endpoints for %s: the apiserver refuses it (%s); use KAITO_INFERENCE_URL "
+                "or a non-loopback local address (python -m devcluster.standin.localaddr add)",
+                self.ns,
+                self.name,
+                endpoint[0],
+                problem,
+            )
+            return
+        pod = self.kube.read("Pod", self.ns, f"{self.name}-0")
+        if pod:  # published at Ready, not at start-up: the model stand-in would answer before vLLM could
+            self.target_port(endpoint[1])
+            full, slice_ = m.endpoints(self.ws, pod, *endpoint), m.endpoint_slice(self.ws, pod, *endpoint)
+            self.kube.patch("Endpoints", self.ns, self.name, {"subsets": full["subsets"]})
+            body = {"endpoints": slice_["endpoints"], "ports": slice_["ports"]}
+            self.kube.patch("EndpointSlice", self.ns, slice_["metadata"]["name"], body)
+
+    def target_port(self, port: int) -> None:
+        """The Service's http port forwards to the model's port (a merge patch replaces the whole ports list)."""
+        svc = self.kube.read("Service", self.ns, self.name)
+        ports = (svc or {}).get("spec", {}).get("ports") or []
+        if any(p.get("name") == "http" and p.get("targetPort") != port for p in ports):
+            ports = [{**p, "targetPort": port} if p.get("name") == "http" else p for p in ports]
+            self.kube.patch("Service", self.ns, self.name, {"spec": {"ports": ports}})
 
     def kubelet_events(self, pod: Obj, spec: Obj, init: bool = False, pull_error: str = "") -> None:
         path = f"spec.{'initContainers' if init else 'containers'}{{{spec['name']}}}"

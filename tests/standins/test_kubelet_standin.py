@@ -1,5 +1,6 @@
 """Pod logs through the real apiserver: it proxies pods/log to the kubelet stand-in the fake Node points at."""
 
+import functools
 import json
 import os
 import re
@@ -157,10 +158,11 @@ def test_apiserver_verifies_the_kubelet_certificate_when_told(tmp_path, run_id):
                 with KaitoStandin(plane.api_client, settings, selector=f"{TEST_LABEL}={run_id}", watch_timeout=5):
                     create(api, "tls", workspace(name, tuning=True, run_id=run_id))
                     pod = tuning_pod(api, "tls", name, "running")
-                    if signed:
-                        assert "Loading checkpoint shards" in client.CoreV1Api(api).read_namespaced_pod_log(
-                            pod, "tls", container=name
+                    if signed:  # the line appears ~0.25 s after the container's start: slower under load
+                        read = functools.partial(
+                            client.CoreV1Api(api).read_namespaced_pod_log, pod, "tls", container=name
                         )
+                        wait_for("the checkpoint line", lambda read=read: "Loading checkpoint shards" in read(), 10)
                         continue
                     with pytest.raises(client.ApiException) as refused:
                         client.CoreV1Api(api).read_namespaced_pod_log(pod, "tls", container=name)
@@ -259,19 +261,21 @@ def _serve_and_stop(proc):
 
 
 def test_all_in_one_launcher_for_the_sandbox(control_plane, k8s_api_client, k8s_namespace, run_id):
-    """python -m devcluster.standin: address on lo, model, kubelet and KAITO stand-ins; SIGTERM undoes it all."""
+    """python -m devcluster.standin: address on lo, per-Workspace models, kubelet and KAITO; SIGTERM undoes it all."""
     address = localaddr.session_address(os.getpid() + 11)
     args = [sys.executable, "-m", "devcluster.standin", "--kubeconfig", str(control_plane.kubeconfig_path), "--address",
             address, "--model-port", "0", "--kubelet-port", "0", "--step-seconds", "0.1", "--selector", f"{TEST_LABEL}={run_id}"]  # fmt: skip
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
             printed = [proc.stdout.readline() for _ in range(3)]
-            assert printed[0].startswith(f"model stand-in http://{address}:") and localaddr.present(address)
+            assert printed[0].startswith(f"model stand-ins on http://{address}, one per Ready")
+            assert localaddr.present(address)
             assert "leave KAITO_INFERENCE_URL empty" in printed[2]
             create(k8s_api_client, k8s_namespace, workspace("all", run_id=run_id))
             wait_step(k8s_api_client, k8s_namespace, "all", "ready")
             url = f"{control_plane.server}/api/v1/namespaces/{k8s_namespace}/services/all:80/proxy/v1/models"
-            assert clients.https_get(url, clients.admin_ssl_context(control_plane.pki))[0] == 200
+            status, body = clients.https_get(url, clients.admin_ssl_context(control_plane.pki))
+            assert status == 200 and json.loads(body)["data"][0]["id"] == "phi-3-mini-128k-instruct"
             log = client.CoreV1Api(k8s_api_client).read_namespaced_pod_log("all-0", k8s_namespace, container="all")
             assert "Application startup complete." in log
         finally:

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True), pyte
 
 
 def test_job_logs_are_followed_on_the_request_page(
-    control_plane, cluster, k8s_namespace, client, requester, approver, tuning_payload
+    control_plane, cluster, team_ns, k8s_namespace, client, requester, approver, tuning_payload
 ):
     request = approve(client, requester, approver, tuning_payload)
     selector = f"kaito-portal/request-id={request.pk}"

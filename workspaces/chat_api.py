@@ -51,31 +51,46 @@ def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
     return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
 
 
-async def _user(request: HttpRequest) -> AbstractBaseUser:
+def _resolve(
+    *, raw: str | None, user: AbstractBaseUser | None, pk: int, count: bool
+) -> tuple[WorkspaceRequest, chat.Endpoint]:
+    """Token, access, endpoint and rate limit in one trip to a worker thread: each trip costs under load."""
+    if raw is not None:
+        user = token_user(raw=raw)
+        if user is None:
+            raise ApiError(401, "Invalid or revoked API token.", "authentication_error")
+    if user is None:  # neither a token nor a session: _target answers 401 before this
+        raise ApiError(401, NO_TOKEN, "authentication_error")
+    try:
+        obj = chat_access.chat_target(user=user, request_id=pk)
+    except ChatRefused as refused:
+        raise ApiError(refused.status, refused.message, refused.kind) from None
+    endpoint = chat_access.chat_endpoint(request=obj)
+    if count:
+        try:
+            chat_access.chat_rate_take(user_id=user.pk)
+        except RateLimited as limited:
+            raise ApiError(429, limited.message, "rate_limit_error", retry_after=limited.retry_after) from None
+    return obj, endpoint
+
+
+async def _target(request: HttpRequest, pk: int, *, count: bool = False) -> tuple[WorkspaceRequest, chat.Endpoint]:
+    """The workspace this request may use, and where its model answers; ApiError (or ChatError) otherwise."""
     header = request.headers.get("Authorization", "")
+    raw, user = None, None
     if header:
         scheme, _, raw = header.partition(" ")
         if scheme.lower() not in ("bearer", "token") or not raw.strip():
             raise ApiError(401, "The Authorization header must be 'Bearer <token>'.", "authentication_error")
-        user = await sync_to_async(token_user)(raw=raw.strip())
-        if user is None:
-            raise ApiError(401, "Invalid or revoked API token.", "authentication_error")
-        return user
-    user = await request.auser()
-    if not user.is_authenticated:
-        raise ApiError(401, NO_TOKEN, "authentication_error")
-    if request.method == "POST" and _csrf_refusal(request) is not None:
-        raise ApiError(403, "A browser session must send the CSRF token; scripts use an API token.", "permission_error")
-    return user
-
-
-async def _target(request: HttpRequest, pk: int) -> tuple[AbstractBaseUser, WorkspaceRequest, chat.Endpoint]:
-    user = await _user(request)
-    try:
-        obj = await sync_to_async(chat_access.chat_target)(user=user, request_id=pk)
-    except ChatRefused as refused:
-        raise ApiError(refused.status, refused.message, refused.kind) from None
-    return user, obj, await chat_access.achat_endpoint(request=obj)
+        raw = raw.strip()
+    else:
+        user = await request.auser()
+        if not user.is_authenticated:
+            raise ApiError(401, NO_TOKEN, "authentication_error")
+        if request.method == "POST" and _csrf_refusal(request) is not None:
+            message = "A browser session must send the CSRF token; scripts use an API token."
+            raise ApiError(403, message, "permission_error")
+    return await sync_to_async(_resolve)(raw=raw, user=user, pk=pk, count=count)
 
 
 class _RelayedBody:
@@ -150,7 +165,7 @@ async def models(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     try:
-        _, obj, endpoint = await _target(request, pk)
+        obj, endpoint = await _target(request, pk)
         protocol = await chat_access.chat_protocol(request=obj, endpoint=endpoint)
         upstream = await chat.open_upstream(
             endpoint, "GET", "/v1/models", protocol=protocol, client=chat_access.shared_client(endpoint),
@@ -171,17 +186,14 @@ async def chat_completions(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed("POST")
     try:
-        user, obj, endpoint = await _target(request, pk)
         try:
             body = json.loads(request.body or b"null")
         except ValueError:
             body = None
+        # Who and what first (401/404/409 before 400); a malformed body is not counted against the limit.
+        obj, endpoint = await _target(request, pk, count=isinstance(body, dict))
         if not isinstance(body, dict):
             raise ApiError(400, "The body must be a JSON object (a chat completion request).", "invalid_request_error")
-        try:
-            await chat_access.achat_rate_take(user_id=user.pk)
-        except RateLimited as limited:
-            raise ApiError(429, limited.message, "rate_limit_error", retry_after=limited.retry_after) from None
         protocol = await chat_access.chat_protocol(request=obj, endpoint=endpoint)
         upstream = await chat.open_upstream(
             endpoint, "POST", chat.CHAT_PATH, body, protocol=protocol, client=chat_access.shared_client(endpoint),

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ValidationError
 
-from workspaces.chat_forms import ChatForm, CompareForm
+from workspaces.chat_forms import PROMPT_MAX_CHARS, ChatForm, CompareForm
 from workspaces.chat_streaming import Outcome, fragment, stream_reply
 from workspaces.models import Conversation, WorkspaceRequest
 from workspaces.services import chat_access, conversations
@@ -85,16 +86,29 @@ class _StreamingConsumer(AsyncWebsocketConsumer):
         if self.task is not None and not self.task.done():
             await self.notice(BUSY, "warn")
             return
-        try:
-            self.targets = [await self._target(target.pk) for target in self.targets]  # still allowed?
-        except ChatRefused as refused:
-            await self.notice(refused.message)
-            await self.close(code=4000 + refused.status)
-            return
         await self.start(data)
 
     async def start(self, data: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _admit(self, cost: int, then: Callable[[list[WorkspaceRequest]], Any] | None) -> Any:
+        # One trip to a worker thread for all of it: under load every trip costs (bench/README.md).
+        self.targets = [chat_access.chat_target(user=self.user, request_id=t.pk) for t in self.targets]
+        chat_access.chat_rate_take(user_id=self.user.pk, cost=cost)
+        return then(self.targets) if then else None
+
+    async def admit(
+        self, *, cost: int, then: Callable[[list[WorkspaceRequest]], Any] | None = None
+    ) -> tuple[bool, Any]:
+        """Still allowed (the same rule as on connect), within the rate limit, then `then(targets)`; or say why not."""
+        try:
+            return True, await database_sync_to_async(self._admit)(cost, then)
+        except ChatRefused as refused:
+            await self.notice(refused.message)
+            await self.close(code=4000 + refused.status)
+        except RateLimited as limited:
+            await self.notice(limited.message)
+        return False, None
 
     async def _stream(self, **kwargs: Any) -> Outcome:
         stream = asyncio.create_task(stream_reply(send=self.send_html, **kwargs))
@@ -129,23 +143,24 @@ class ChatConsumer(_StreamingConsumer):
         if not form.is_valid():
             await self.notice(form.error_text())
             return
-        target = self.targets[0]
-        try:
-            await chat_access.achat_rate_take(user_id=self.user.pk)
-            turn = await database_sync_to_async(conversations.turn_start)(
+
+        def begin(targets: list[WorkspaceRequest]) -> conversations.Turn:
+            return conversations.turn_start(
                 user=self.user,
-                request=target,
+                request=targets[0],
                 conversation_id=form.cleaned_data.get("conversation"),
                 settings=form.settings(),
                 prompt=form.cleaned_data["prompt"],
             )
-        except RateLimited as limited:
-            await self.notice(limited.message)
-            return
+
+        try:
+            admitted, turn = await self.admit(cost=1, then=begin)
         except (ValidationError, Conversation.DoesNotExist) as exc:
             await self.notice(" ".join(getattr(exc, "messages", [])) or "That conversation is not yours or is gone.")
             return
-        context = {"obj": target, "turn": turn, "form": ChatForm(), "streaming": True, "oob": True}
+        if not admitted:
+            return
+        context = {"obj": self.targets[0], "turn": turn, "prompt_max": PROMPT_MAX_CHARS, "streaming": True, "oob": True}
         await self.send_html(fragment(self.template + "#turn-start", context))
         self.task = asyncio.create_task(self._answer(turn, form.settings()))
 
@@ -195,10 +210,8 @@ class CompareConsumer(_StreamingConsumer):
         if not form.is_valid():
             await self.notice(form.error_text())
             return
-        try:
-            await chat_access.achat_rate_take(user_id=self.user.pk, cost=2)  # two answers from the model(s)
-        except RateLimited as limited:
-            await self.notice(limited.message)
+        admitted, _ = await self.admit(cost=2)  # two answers from the model(s)
+        if not admitted:
             return
         settings = form.settings()
         sides = [settings, dataclasses.replace(settings, model=form.cleaned_data["model_b"])]
@@ -210,8 +223,10 @@ class CompareConsumer(_StreamingConsumer):
             "run": run,
             "prompt": form.cleaned_data["prompt"],
             "sides": list(zip("ab", self.targets, sides, strict=True)),
+            "prompt_max": PROMPT_MAX_CHARS,
+            "oob": True,
         }
-        await self.send_html(fragment(self.template + "#run-start", {**context, "form": CompareForm(), "oob": True}))
+        await self.send_html(fragment(self.template + "#run-start", context))
         self.task = asyncio.create_task(self._answer_both(run, sides, history))
 
     async def _answer_both(self, run: str, sides: list[conversations.ChatSettings], history: list[dict]) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from django.template.loader import render_to_string
 from django.utils.html import escape
 
 from portal import metrics
-from workspaces.chat import ChatError, Finished, ReasoningDelta, TextDelta, stream_chat
+from workspaces.chat import ChatError, ChatEvent, Finished, ReasoningDelta, TextDelta, stream_chat
 from workspaces.models import WorkspaceRequest
 from workspaces.services.chat_access import achat_endpoint, chat_protocol, protocol_forget, shared_client
 from workspaces.services.conversations import ChatSettings
@@ -42,6 +43,19 @@ def fragment(template: str, context: Mapping[str, Any]) -> str:
     return render_to_string(template, dict(context)).strip()
 
 
+_END = object()  # the pump's last item: the event stream is over (its task holds the outcome)
+
+
+async def _pump(events: AsyncIterator[ChatEvent], queue: asyncio.Queue[object]) -> None:
+    """Read the model's events into the queue; closing the stream (end, error, cancel) closes the upstream."""
+    try:
+        async with aclosing(events) as stream:
+            async for event in stream:
+                queue.put_nowait(event)
+    finally:
+        queue.put_nowait(_END)
+
+
 async def stream_reply(
     *,
     request: WorkspaceRequest,
@@ -53,11 +67,14 @@ async def stream_reply(
 ) -> Outcome:
     """Stream the answer into #reply_dom (escaped text) and #reasoning_dom; never raises for model failures.
 
-    Cancelling the task that runs this is the Stop button: the upstream connection closes (aclosing) and
-    the outcome says `stopped` with the text so far.
+    One fragment per token while the socket keeps up; when tokens arrived while the last fragment was being
+    sent, they go out together in the next one (fewer, larger frames exactly when the server is busy, and no
+    added delay when it is not). Cancelling the task that runs this is the Stop button: the upstream
+    connection closes and the outcome says `stopped` with the text so far.
     """
     outcome = Outcome()
     thoughts: list[str] = []
+    pump: asyncio.Task[None] | None = None
     with metrics.chat_stream():
         try:
             endpoint = await achat_endpoint(request=request)
@@ -72,16 +89,30 @@ async def stream_reply(
                 max_tokens=settings.max_tokens,
                 client=shared_client(endpoint),
             )
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    if isinstance(event, TextDelta):
-                        outcome.parts.append(event.text)
-                        await send(chunk(reply_dom, event.text))
+            queue: asyncio.Queue[object] = asyncio.Queue()
+            pump = asyncio.create_task(_pump(events, queue))
+            ended = False
+            while not ended:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                text, thought = [], []
+                for event in batch:
+                    if event is _END:
+                        ended = True
+                    elif isinstance(event, TextDelta):
+                        text.append(event.text)
                     elif isinstance(event, ReasoningDelta):
-                        thoughts.append(event.text)
-                        await send(chunk(reasoning_dom, event.text))
-                    else:
+                        thought.append(event.text)
+                    elif isinstance(event, Finished):
                         outcome.finished = event
+                outcome.parts += text
+                thoughts += thought
+                if thought:
+                    await send(chunk(reasoning_dom, "".join(thought)))
+                if text:
+                    await send(chunk(reply_dom, "".join(text)))
+            pump.result()  # the model's failure, if any, surfaces here
         except ChatError as err:
             outcome.error = err
             metrics.upstream_error(err.kind)
@@ -93,5 +124,10 @@ async def stream_reply(
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ChatError):
+                    await pump  # the upstream is closed before the outcome is stored
     outcome.text, outcome.reasoning = "".join(outcome.parts), "".join(thoughts)
     return outcome

@@ -15,7 +15,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal.http import HtmxHttpRequest, wants_fragment
 from workspaces import services
 from workspaces.chat import ModelInfo
-from workspaces.chat_forms import ChatForm, CompareForm, settings_initial
+from workspaces.chat_forms import PROMPT_MAX_CHARS, ChatForm, CompareForm, settings_initial
 from workspaces.models import Conversation, Status, WorkspaceRequest
 from workspaces.services import chat_access, conversations
 from workspaces.services.chat_access import ChatRefused, ModelChoices
@@ -79,6 +79,7 @@ def chat_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "conversation": current,
         "chat_messages": current.messages.all() if current else [],
         "form": ChatForm(initial=initial, models=[model]),
+        "prompt_max": PROMPT_MAX_CHARS,
         "choices": _pending(model, obj),
         "selected": model,
         "pending": True,
@@ -150,6 +151,7 @@ def compare_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "right": right,
         "candidates": candidates,
         "form": form,
+        "prompt_max": PROMPT_MAX_CHARS,
         "sides": [("a", left, _pending(model_a, left), model_a), ("b", right, _pending(model_b, right), model_b)],
         "pending": True,
     }

@@ -30,6 +30,12 @@ _NOT_READY = {
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, object], httpx.AsyncClient]] = (
     weakref.WeakKeyDictionary()
 )
+# What chat code reads of a request: loading only these makes the check, repeated on every message, cheap.
+# Reading another field of the object from async code would be a query there, which Django refuses.
+CHAT_FIELDS = (
+    "id", "name", "namespace", "kind", "status", "status_message", "chat_protocol", "team_id",
+    "preset__id", "preset__name", "preset__served_name",
+)  # fmt: skip
 MAX_UPSTREAM_CONNECTIONS = 1024  # above KAITO's default max-num-seqs (256): the model's queue decides, not us
 
 
@@ -64,7 +70,7 @@ def chat_target(*, user: AbstractBaseUser | AnonymousUser, request_id: int) -> W
     """The request if `user` may chat with its model now, else ChatRefused: the one rule for page, socket and API."""
     if not user.is_authenticated:
         raise ChatRefused(401, "Sign in, or send a portal API token as 'Authorization: Bearer kp_…'.", "unauthorized")
-    obj = WorkspaceRequest.objects.select_related("preset", "team").filter(pk=request_id).first()
+    obj = WorkspaceRequest.objects.select_related("preset").only(*CHAT_FIELDS).filter(pk=request_id).first()
     if obj is None or not can_view(user, obj):
         # The same answer for "does not exist" and "another team's": ids do not reveal what exists.
         raise ChatRefused(404, "No such workspace among your teams' workspaces.", "not_found")

@@ -17,6 +17,7 @@ from workspaces import notify
 from workspaces.models import SPENDING, Membership, PendingSecret, Status, Team, WorkspaceEvent, WorkspaceRequest
 from workspaces.services.drafts import RequestDraft, request_validate
 from workspaces.services.preflight import preflight_after_create
+from workspaces.services.preview import stored_fields
 from workspaces.services.secrets import secret_store, secrets_discard
 from workspaces.services.transitions import _transition
 from workspaces.services.workspace import apply_after_approval
@@ -98,32 +99,14 @@ def with_budgets(rows: list[WorkspaceRequest], *, now: dt.datetime | None = None
 @transaction.atomic
 def request_create(*, requester: AbstractBaseUser, draft: RequestDraft) -> WorkspaceRequest:
     checked = request_validate(requester=requester, draft=draft)
-    spec = checked.spec
     request = WorkspaceRequest.objects.create(
+        **stored_fields(checked.spec),
         team=checked.team,
         requester=requester,
-        kind=draft.kind,
-        name=draft.name,
-        namespace=checked.team.namespace,
         preset=checked.preset,
         instance_type=checked.instance_type,
-        node_selector=checked.node_selector,
-        runtime=spec.runtime,
-        node_count=checked.node_count,
         hours=draft.hours,
         purpose=draft.purpose,
-        adapters=[vars(a) | {"pull_secrets": list(a.pull_secrets)} for a in spec.adapters],
-        inference_config=spec.inference_config,
-        hf_token_secret=spec.hf_token_secret,
-        method=spec.method,
-        input_urls=list(spec.input_urls),
-        input_image=spec.input_image,
-        input_image_pull_secrets=list(spec.input_image_pull_secrets),
-        input_pvc=spec.input_pvc,
-        output_image=spec.output_image,
-        output_push_secret=spec.output_push_secret,
-        output_pvc=spec.output_pvc,
-        training_config=spec.training_config,
         hourly_price_usd=checked.hourly_price,
         estimated_cost_usd=checked.estimated_cost,
         price_source=checked.price_source,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -53,17 +54,32 @@ def request_preview(*, requester: AbstractBaseUser, draft: RequestDraft) -> Prev
     )
 
 
+# Spec fields stored on the request as they are, and those stored as JSON lists.
+PLAIN_FIELDS = (
+    "name", "namespace", "kind", "runtime", "node_count", "inference_config", "hf_token_secret", "method",
+    "input_image", "input_pvc", "output_image", "output_push_secret", "output_pvc", "training_config",
+)  # fmt: skip
+LIST_FIELDS = ("input_urls", "input_image_pull_secrets")
+
+
+def stored_fields(spec: WorkspaceSpec) -> dict[str, Any]:
+    """The request's columns for a spec (request_spec reads them back)."""
+    return {
+        **{name: getattr(spec, name) for name in PLAIN_FIELDS},
+        **{name: list(getattr(spec, name)) for name in LIST_FIELDS},
+        "node_selector": dict(spec.node_selector),
+        "adapters": [vars(a) | {"pull_secrets": list(a.pull_secrets)} for a in spec.adapters],
+    }
+
+
 def request_spec(request: WorkspaceRequest) -> WorkspaceSpec:
     """The spec of a stored request (the same one the preview showed, now with its request id)."""
     return WorkspaceSpec(
-        name=request.name,
-        namespace=request.namespace,
-        kind=request.kind,
+        **{name: getattr(request, name) for name in PLAIN_FIELDS},
+        **{name: tuple(getattr(request, name)) for name in LIST_FIELDS},
         preset=request.preset.manifest_name,
         instance_type=request.instance_type.name if request.instance_type else "",
         node_selector=dict(request.node_selector),
-        runtime=request.runtime,
-        node_count=request.node_count,
         request_id=request.pk,
         team=request.team.slug,
         requester=request.requester.get_username(),
@@ -71,17 +87,6 @@ def request_spec(request: WorkspaceRequest) -> WorkspaceSpec:
             Adapter(a["name"], a["image"], tuple(a.get("pull_secrets", ())), a.get("strength", ""))
             for a in request.adapters
         ),
-        inference_config=request.inference_config,
-        hf_token_secret=request.hf_token_secret,
-        method=request.method,
-        input_urls=tuple(request.input_urls),
-        input_image=request.input_image,
-        input_image_pull_secrets=tuple(request.input_image_pull_secrets),
-        input_pvc=request.input_pvc,
-        output_image=request.output_image,
-        output_push_secret=request.output_push_secret,
-        output_pvc=request.output_pvc,
-        training_config=request.training_config,
     )
 
 

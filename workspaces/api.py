@@ -200,35 +200,38 @@ class RequestManifestApi(APIView):
         return Response({"objects": objects, "yaml": to_yaml(objects)})
 
 
-class RequestApproveApi(APIView):
+class _DecisionApi(APIView):
+    """POST one action on one request: validate the note, call the service, answer with the request."""
+
+    def act(self, request: Request, obj: WorkspaceRequest, data: dict) -> WorkspaceRequest:
+        raise NotImplementedError
+
     @extend_schema(request=DecisionSerializer, responses=RequestDetailSerializer)
     def post(self, request: Request, pk: int) -> Response:
         serializer = DecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        obj = services.request_approve(request=_visible(request, pk), actor=request.user, **serializer.validated_data)
-        return Response(RequestDetailSerializer(obj).data)
+        obj = self.act(request, _visible(request, pk), serializer.validated_data)
+        return Response(RequestDetailSerializer(WorkspaceRequest.objects.with_related().get(pk=obj.pk)).data)
 
 
-class RequestRejectApi(APIView):
-    @extend_schema(request=DecisionSerializer, responses=RequestDetailSerializer)
-    def post(self, request: Request, pk: int) -> Response:
-        serializer = DecisionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        note = serializer.validated_data["note"]
-        obj = services.request_reject(request=_visible(request, pk), actor=request.user, note=note)
-        return Response(RequestDetailSerializer(obj).data)
+class RequestApproveApi(_DecisionApi):
+    def act(self, request: Request, obj: WorkspaceRequest, data: dict) -> WorkspaceRequest:
+        return services.request_approve(request=obj, actor=request.user, **data)
 
 
-class RequestDeleteApi(APIView):
-    @extend_schema(request=DecisionSerializer, responses=RequestDetailSerializer)
-    def post(self, request: Request, pk: int) -> Response:
-        serializer = DecisionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        obj = workspace.workspace_delete(
-            request=_visible(request, pk), actor=request.user, message=serializer.validated_data["note"]
-        )
-        obj = WorkspaceRequest.objects.with_related().get(pk=obj.pk)
-        return Response(RequestDetailSerializer(obj).data)
+class RequestRejectApi(_DecisionApi):
+    def act(self, request: Request, obj: WorkspaceRequest, data: dict) -> WorkspaceRequest:
+        return services.request_reject(request=obj, actor=request.user, note=data["note"])
+
+
+class RequestDeleteApi(_DecisionApi):
+    def act(self, request: Request, obj: WorkspaceRequest, data: dict) -> WorkspaceRequest:
+        return workspace.workspace_delete(request=obj, actor=request.user, message=data["note"])
+
+
+class RequestWithdrawApi(_DecisionApi):
+    def act(self, request: Request, obj: WorkspaceRequest, data: dict) -> WorkspaceRequest:
+        return services.request_withdraw(request=obj, actor=request.user, note=data["note"])
 
 
 class PreflightInputSerializer(serializers.Serializer):
@@ -292,13 +295,3 @@ class RequestPreflightApi(APIView):
             raise PermissionDenied("Only the requester or an approver of the team can re-run the checks.")
         preflight.preflight_request(request_id=obj.pk)
         return Response(RequestDetailSerializer(WorkspaceRequest.objects.with_related().get(pk=pk)).data)
-
-
-class RequestWithdrawApi(APIView):
-    @extend_schema(request=DecisionSerializer, responses=RequestDetailSerializer)
-    def post(self, request: Request, pk: int) -> Response:
-        serializer = DecisionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        note = serializer.validated_data["note"]
-        obj = services.request_withdraw(request=_visible(request, pk), actor=request.user, note=note)
-        return Response(RequestDetailSerializer(obj).data)

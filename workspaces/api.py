@@ -37,6 +37,9 @@ class RequestInputSerializer(serializers.Serializer):
     )
     runtime = serializers.ChoiceField(choices=WorkspaceRequest.Runtime.choices, default="vllm")
     hours = serializers.IntegerField()
+    node_count = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="resource.count; only 1 is accepted (see the docs)."
+    )
     purpose = serializers.CharField(required=False, allow_blank=True, default="")
     adapters = AdapterSerializer(many=True, required=False, default=list)
     hf_token = serializers.CharField(required=False, allow_blank=True, default="", write_only=True)

@@ -189,6 +189,9 @@ def test_api_only_rules(client, requester, other_team, inference_payload, tuning
             "adapters",
             "between 0 and 1",
         ),
+        ({**tuning_payload, "node_count": 2}, "node_count", "Tuning does not currently support multinode"),
+        ({**inference_payload, "runtime": "transformers", "node_count": 2}, "node_count", "with the Transformers"),
+        ({**inference_payload, "node_count": 3}, "node_count", "KAITO's node estimator sets the node count"),
     ]
     for payload, field, message in cases:
         response = client.post("/api/workspaces/", payload, content_type="application/json")

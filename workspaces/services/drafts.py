@@ -32,6 +32,7 @@ class RequestDraft:
     node_selector: str = ""
     runtime: str = "vllm"
     hours: int | None = None
+    node_count: int | None = None  # resource.count; KAITO decides it for vLLM, tuning and Transformers need 1
     purpose: str = ""
     adapters: list[Adapter] = field(default_factory=list)
     hf_token: str = ""
@@ -132,6 +133,18 @@ def _check_instance(
     )
     errors.add("instance_type", problems)
     return offered.get(draft.instance_type), {}
+
+
+def _check_count(draft: RequestDraft, errors: _Errors) -> None:
+    """resource.count as KAITO v0.12 treats it (the portal's forms never ask for it; the API may send it)."""
+    if draft.node_count is None or draft.node_count == 1:
+        return
+    if draft.kind == "tuning":
+        errors.add("node_count", "Tuning does not currently support multinode configurations. Set the node count to 1.")
+    elif draft.runtime == "transformers":
+        errors.add("node_count", "Multi-node distributed inference is not supported with the Transformers runtime.")
+    else:
+        errors.add("node_count", "With vLLM, KAITO's node estimator sets the node count (resource.count is ignored).")
 
 
 def _node_count(draft: RequestDraft, preset: Preset, instance: InstanceType | None, errors: _Errors) -> int:
@@ -242,6 +255,7 @@ def request_validate(*, requester: AbstractBaseUser, draft: RequestDraft) -> Che
     if draft.runtime not in ("vllm", "transformers") or (draft.kind == "tuning" and draft.runtime != "vllm"):
         errors.add("runtime", "The runtime must be vLLM or Transformers (inference only).")
     instance, labels = _check_instance(draft, preset, errors)
+    _check_count(draft, errors)
     node_count = _node_count(draft, preset, instance, errors) if preset else 1
     if node_count > 1:
         warnings.append(

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import ipaddress
 import json
 import re
 import shutil
 import ssl
-import sys
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devcluster import pki
+from devcluster.httpserver import LocalServer, QuietHandler, ThreadedStandin, respond
 
 API_VERSION = "2026-08-01"  # what azure-mgmt-containerservice 41.8 sends; anything else is refused
 # "Azure Kubernetes Service AAD Server", the audience in AKS's Entra ID kubeconfigs (kubelogin --server-id).
@@ -51,66 +47,15 @@ class ArmRequest:
     status: int
 
 
-def _write_pem(path: Path, data: bytes, *, private: bool = False) -> Path:
-    path.write_bytes(data)
-    if private:
-        path.chmod(0o600)
-    return path
-
-
 def _throwaway_tls(directory: Path) -> tuple[Path, Path, Path]:
     """A one-day CA and a 127.0.0.1/localhost serving certificate from it: (ca.crt, server.crt, server.key)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kaito-portal arm-standin CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "arm-standin")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_bytes = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    day = dt.timedelta(days=1)
+    ca, ca_key = pki.new_ca("kaito-portal arm-standin CA", validity=day, path_length=0)
+    cert, key = pki.issue_serving_cert(ca, ca_key, "arm-standin", pki.local_sans(), validity=day)
     return (
-        _write_pem(directory / "ca.crt", ca.public_bytes(pem)),
-        _write_pem(directory / "server.crt", cert.public_bytes(pem)),
-        _write_pem(directory / "server.key", key_bytes, private=True),
+        pki.write_cert(directory / "ca.crt", ca),
+        pki.write_cert(directory / "server.crt", cert),
+        pki.write_key(directory / "server.key", key),
     )
 
 
@@ -173,7 +118,7 @@ def entra_id_kubeconfig(
     }
 
 
-class ArmStandin:
+class ArmStandin(ThreadedStandin):
     """Serves POST …/managedClusters/{name}/listClusterUserCredential?api-version=2026-08-01 over HTTPS.
 
     Like ARM it answers 401 (InvalidAuthenticationToken / AuthenticationFailed) unless the bearer token
@@ -193,8 +138,6 @@ class ArmStandin:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.ca_cert, self._cert, self._key = _throwaway_tls(self.work_dir)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def add_cluster(self, subscription_id: str, resource_group: str, name: str, kubeconfig: dict[str, Any]) -> None:
         """Make listClusterUserCredential of this cluster return `kubeconfig`."""
@@ -204,37 +147,17 @@ class ArmStandin:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the stand-in first"
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return f"https://127.0.0.1:{self._server.port}"
 
-    def start(self) -> ArmStandin:
+    def _listen(self) -> LocalServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self._cert, self._key)
-        server = _Server(("127.0.0.1", 0), self._handler(), self.tls_failures)
-        # Handshake in the request thread, not in accept(): a stuck client must not block the others.
-        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="arm-standin", daemon=True)
-        self._thread.start()
-        return self
+        return LocalServer(self._handler(), name="arm-standin", tls=context, tls_failures=self.tls_failures)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> ArmStandin:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- the ARM behaviour ------------------------------------------------------------------------------
     def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -294,44 +217,19 @@ class ArmStandin:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):  # tests read `requests`, not stderr
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)  # the call has no body; read any so the connection stays sane
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, body, extra = standin.answer(self.command, self.path, headers)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("x-ms-request-id", str(uuid.uuid4()))
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+                received = {k.lower(): v for k, v in self.headers.items()}
+                status, body, extra = standin.answer(self.command, self.path, received)
+                sent = {"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": str(uuid.uuid4())}
+                respond(self, status, json.dumps(body).encode(), {**sent, **extra})
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # tests read `requests`, not stderr
-
         return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    """Records failed TLS handshakes instead of printing their tracebacks (tests provoke them on purpose)."""
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], failures: list[str]) -> None:
-        super().__init__(address, handler)
-        self._failures = failures
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, ssl.SSLError | ConnectionError):
-            self._failures.append(str(error))
-        else:
-            super().handle_error(request, client_address)
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, Any], dict[str, str]]:

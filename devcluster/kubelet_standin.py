@@ -28,11 +28,10 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 from kubernetes import client, config
 
+from devcluster import pki
 from devcluster.standin import logs
 from devcluster.standin.manifests import WS_LABEL
 
@@ -42,31 +41,21 @@ BANNER = "kubelet-standin: a STAND-IN kubelet serving container logs only (see d
 
 def serving_context(host: str, ca_dir: Path | None = None) -> ssl.SSLContext:
     """TLS for host: issued by the control plane's CA (ca_dir/ca.crt + ca.key) if given, else self-signed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubelet-standin")])
+    key = pki.new_key()
+    name = pki.x509_name("kubelet-standin")
     issuer_name, issuer_key = name, key
     if ca_dir is not None:
-        ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
-        loaded = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
-        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-        issuer_name, issuer_key = ca.subject, loaded
-    now = dt.datetime.now(dt.UTC)
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(host))]
+        ca, issuer_key = pki.load_ca(ca_dir / "ca.crt", ca_dir / "ca.key")
+        issuer_name = ca.subject
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365)).add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        pki.builder(name, issuer_name, key.public_key(), dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(pki.local_sans(host)), critical=False)
         .sign(issuer_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.set_alpn_protocols(["http/1.1"])
     with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain wants files; they live only for this call
-        cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        key_file.write_bytes(pem)
+        cert_file, key_file = pki.write_cert(Path(tmp) / "tls.crt", cert), pki.write_key(Path(tmp) / "tls.key", key)
         ctx.load_cert_chain(str(cert_file), str(key_file))
     return ctx
 

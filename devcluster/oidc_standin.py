@@ -14,13 +14,14 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from devcluster.httpserver import LocalServer, QuietHandler, ThreadedStandin, respond
 
 # What a test can make the provider do wrong (standin.fault = name).
 FAULTS = {
@@ -46,7 +47,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class OidcStandin:
+class OidcStandin(ThreadedStandin):
     """Serve on 127.0.0.1:<free port>; `issuer` is http://127.0.0.1:<port>. Use as a context manager."""
 
     def __init__(self, *, client_id: str = "kaito-portal", client_secret: str = "standin-secret") -> None:
@@ -61,51 +62,25 @@ class OidcStandin:
         self.access_tokens: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []  # "METHOD /path", for tests that check what the client asked
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
     def issuer(self) -> str:
         if self._server is None:
             raise RuntimeError("the OIDC stand-in is not running")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{self._server.port}"
 
-    def start(self) -> OidcStandin:
+    def _listen(self) -> LocalServer:
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):  # tests read `requests` instead
             def do_GET(self) -> None:
                 standin._handle(self, "GET")
 
             def do_POST(self) -> None:
                 standin._handle(self, "POST")
 
-            def log_message(self, format: str, *args: Any) -> None:  # tests read `requests` instead
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-standin", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> OidcStandin:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return LocalServer(Handler, name="oidc-standin")
 
     # -- documents -----------------------------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:
@@ -176,18 +151,14 @@ class OidcStandin:
         route = routes.get((method, url.path))
         status, body = route() if route else (404, {"error": "not_found"})
         if status == 302:
-            http.send_response(302)
-            http.send_header("Location", body)
-            http.send_header("Content-Length", "0")
-            http.end_headers()
-            return
-        payload = json.dumps(body).encode()
-        http.send_response(status)
-        http.send_header("Content-Type", "application/json")
-        http.send_header("Cache-Control", "no-store")
-        http.send_header("Content-Length", str(len(payload)))
-        http.end_headers()
-        http.wfile.write(payload)
+            respond(http, 302, b"", {"Location": body})
+        else:
+            respond(
+                http,
+                status,
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json", "Cache-Control": "no-store"},
+            )
 
     def _authorize(self, http: BaseHTTPRequestHandler, query: dict[str, str]) -> tuple[int, Any]:
         """The configured user is signed in already and consents: redirect straight back with a code."""

@@ -8,17 +8,17 @@ import datetime
 import fnmatch
 import json
 import secrets
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+
+from devcluster import pki
+from devcluster.httpserver import LocalServer, QuietHandler, ThreadedStandin, respond
 
 Grants = Mapping[str, Mapping[str, Sequence[str]]]  # user -> repository glob -> actions
 
@@ -27,7 +27,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenStandin:
+class TokenStandin(ThreadedStandin):
     """Serves GET /token?service=…&scope=repository:<name>:<actions> as the Docker token spec describes.
 
     Users authenticate with Basic; the token's `access` claim lists only the requested actions the
@@ -50,53 +50,31 @@ class TokenStandin:
         self.issued: list[dict[str, object]] = []  # who asked for what (never passwords), for tests
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.certificate = self._self_signed()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def _self_signed(self) -> x509.Certificate:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.issuer)])
-        now = datetime.datetime.now(datetime.UTC)
+        name = pki.x509_name(self.issuer)
         return (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            pki.builder(name, name, self._key.public_key(), datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
 
     def write_bundle(self, path: Path) -> Path:
         """Write the certificate the registry's `rootcertbundle` must name."""
-        path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-        return path
+        return pki.write_cert(path, self.certificate)
 
     @property
     def realm(self) -> str:
         assert self._server is not None, "start() the stand-in first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"http://127.0.0.1:{self._server.port}/token"
 
-    def start(self) -> TokenStandin:
+    def _listen(self) -> LocalServer:
         standin = self
 
         class Handler(_Handler):
             owner = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1})
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+        return LocalServer(Handler, name="token-standin")
 
     def allowed(self, user: str, repository: str, wanted: Sequence[str]) -> list[str]:
         rules = self.grants.get(user, {})
@@ -127,18 +105,9 @@ class TokenStandin:
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(signature)}"
 
-    def __enter__(self) -> TokenStandin:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):  # requests carry no secrets, but keep quiet
     owner: TokenStandin
-
-    def log_message(self, format: str, *args: object) -> None:  # requests carry no secrets, but keep quiet
-        pass
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -146,10 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "only /token is served"}]})
         user = self._user()
         if user is None:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="kaito-portal token stand-in"')
             body = json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "bad username or password"}]})
-            return self._send(body.encode())
+            challenge = {"WWW-Authenticate": 'Basic realm="kaito-portal token stand-in"'}
+            return respond(self, 401, body.encode(), {**challenge, "Content-Type": "application/json"})
         query = parse_qs(url.query)
         if query.get("service", [""])[0] != self.owner.service:
             return self._json(400, {"errors": [{"code": "UNSUPPORTED", "message": "unknown service"}]})
@@ -181,11 +149,4 @@ class _Handler(BaseHTTPRequestHandler):
         return user
 
     def _json(self, status: int, payload: object) -> None:
-        self.send_response(status)
-        self._send(json.dumps(payload).encode())
-
-    def _send(self, body: bytes) -> None:
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        respond(self, status, json.dumps(payload).encode(), {"Content-Type": "application/json"})

@@ -66,7 +66,7 @@ test: lint tools chromium test-only
 
 # The suite alone (CI runs it a second time on PostgreSQL + Redis through DATABASE_URL and REDIS_URL).
 test-only: venv
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache test_db*.sqlite3

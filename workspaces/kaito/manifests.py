@@ -176,5 +176,19 @@ def masked(objects: list[Manifest]) -> list[Manifest]:
     return result
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the ConfigMaps' YAML files) as literal blocks, the way people write them."""
+
+
+def _string(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text and not any(line != line.rstrip() for line in text.splitlines()) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def to_yaml(objects: list[Manifest]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+    return yaml.dump_all(
+        objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True
+    )

@@ -306,6 +306,11 @@ def _checked(
     )
 
 
+def _lf(text: str) -> str:
+    """Configuration text as the ConfigMap holds it: Unix line ends (browsers post CRLF), or nothing if blank."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if text.strip() else ""
+
+
 def draft_spec(
     draft: RequestDraft,
     *,
@@ -333,7 +338,7 @@ def draft_spec(
         team=draft.team.slug,
         requester=requester.get_username(),
         adapters=tuple(draft.adapters) if draft.kind == "inference" else (),
-        inference_config=draft.inference_config.strip() and draft.inference_config if draft.kind == "inference" else "",
+        inference_config=_lf(draft.inference_config) if draft.kind == "inference" else "",
         hf_token_secret=hf_secret if draft.kind == "inference" else "",
         method=draft.method if draft.kind == "tuning" else "",
         input_urls=tuple(draft.input_urls),
@@ -343,5 +348,5 @@ def draft_spec(
         output_image=draft.output_image,
         output_push_secret=push_secret,
         output_pvc=draft.output_pvc,
-        training_config=draft.training_config if draft.kind == "tuning" else "",
+        training_config=_lf(draft.training_config) if draft.kind == "tuning" else "",
     )

@@ -140,17 +140,36 @@ def live_portal_factory(transactional_db):
         yield start
 
 
+# Playwright's sync API allows one instance per thread, and each conftest that imports `chromium_browser`
+# (tests/browser, tests/e2e) gets its own session fixture: they share this one browser, counted by users.
+_shared: dict = {"users": 0, "playwright": None, "browser": None}
+
+
+@contextlib.contextmanager
+def shared_chromium() -> Iterator:
+    if _shared["users"] == 0:
+        from playwright.sync_api import sync_playwright
+
+        _shared["playwright"] = sync_playwright().start()
+        _shared["browser"] = _shared["playwright"].chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    _shared["users"] += 1
+    try:
+        yield _shared["browser"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            _shared["browser"].close()
+            _shared["playwright"].stop()
+
+
 @pytest.fixture(scope="session")
 def chromium_browser():
     """Debian's Chromium (apt-get install chromium) driven by Playwright; no `playwright install` needed."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (make chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # A failure, not a skip: `make test` installs it (make chromium), so missing means a broken machine.
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make chromium)", pytrace=False)
+    with shared_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

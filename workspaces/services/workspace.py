@@ -134,6 +134,12 @@ def workspace_observe(*, cr: dict[str, Any], events: list[dict[str, Any]] = ()) 
         values["observed_at"] = timezone.now()
         target = _target_status(request, observed)
         if target is not None:
+            if request.status == Status.APPROVED and request.applied_at is None:
+                # The watch saw KAITO's status before workspace_apply committed its own move to PROVISIONING (it
+                # then finds PROVISIONING and leaves it): the Workspace exists, so it was applied just now. Without
+                # this the request had no expiry and would hold its GPU nodes for good.
+                values["applied_at"] = values["observed_at"]
+                values["expires_at"] = values["observed_at"] + dt.timedelta(hours=request.hours)
             _transition(request, to=target, actor=None, message=observed.message, **values)
         elif any(getattr(request, name) != values[name] for name in OBSERVED_FIELDS):
             for name, value in values.items():

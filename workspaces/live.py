@@ -22,17 +22,25 @@ def list_row(obj: WorkspaceRequest, *, created: bool) -> str:
     return f'<tbody hx-swap-oob="afterbegin:#request-rows">{row}</tbody>' if created else row
 
 
-def approval_row(user: AbstractBaseUser, obj: WorkspaceRequest, *, created: bool) -> str:
+# A decision takes the row off every approver's queue; what happens afterwards (KAITO's progress) and requests this
+# approver may not decide concern no row there. Nothing is sent for those: htmx reports each swap without a target.
+DECIDED = {Status.APPROVED, Status.REJECTED, Status.WITHDRAWN}
+
+
+def approval_row(user: AbstractBaseUser, obj: WorkspaceRequest, *, created: bool) -> str | None:
     if obj.status != Status.PENDING_APPROVAL or not services.can_approve(user, obj):
+        if created or obj.status not in DECIDED:
+            return None
         return f'<tr id="approval-{obj.pk}" hx-swap-oob="delete"></tr>'
     services.with_budgets([obj])
     row = render_to_string("workspaces/_approval_row.html", {"obj": obj, "oob": not created}).strip()
     if not created:
         return row
-    # Oldest first: a new request goes last; the "nothing waits" row goes away.
+    # Oldest first: a new request goes last; the "nothing waits" row goes away. Both parts are <tbody>s: the
+    # browser parses the message as a fragment, and a <tbody> after a top-level <tr> is dropped (its row with it).
     return (
-        '<tr id="approvals-empty" hx-swap-oob="delete"></tr>'
         f'<tbody hx-swap-oob="beforeend:#approval-rows">{row}</tbody>'
+        '<tbody hx-swap-oob="delete:#approvals-empty"></tbody>'
     )
 
 

@@ -7,6 +7,7 @@ from django.template.loader import render_to_string
 
 from workspaces import services
 from workspaces.models import Status, WorkspaceRequest
+from workspaces.services import workspace
 
 MODES = ("list", "approvals", "detail")
 
@@ -44,9 +45,31 @@ def approval_row(user: AbstractBaseUser, obj: WorkspaceRequest, *, created: bool
     )
 
 
-def detail_parts(obj: WorkspaceRequest) -> str:
-    events = obj.events.select_related("actor")
-    return render_to_string("workspaces/_request_live.html", {"obj": obj, "events": events, "oob": True}).strip()
+def request_actions(user: AbstractBaseUser, obj: WorkspaceRequest) -> dict[str, object]:
+    """The buttons `user` has now on the request's page; pushed again whenever the status changes them."""
+    can_delete = obj.status in workspace.DELETABLE and workspace.can_delete(user, obj)
+    can_decide = obj.status == Status.PENDING_APPROVAL and services.can_approve(user, obj)
+    return {
+        "can_withdraw": obj.status == Status.PENDING_APPROVAL and user.pk == obj.requester_id,
+        "can_delete": can_delete,
+        "can_recheck": obj.kind == "tuning" and (can_delete or can_decide),
+        # A finished tuning job's adapter, ready to serve: name, image and the push secret as pull secret.
+        "adapter_line": (
+            f"{obj.name}-adapter {obj.output_image} {obj.output_push_secret}".strip()
+            if obj.kind == "tuning" and obj.status == Status.SUCCEEDED and obj.output_image
+            else ""
+        ),
+    }
+
+
+def detail_context(user: AbstractBaseUser, obj: WorkspaceRequest) -> dict[str, object]:
+    """What _request_live.html needs: status, history, this user's buttons, the checks and the job's progress."""
+    return {"obj": obj, "events": obj.events.select_related("actor"), **request_actions(user, obj)}
+
+
+def detail_parts(user: AbstractBaseUser, obj: WorkspaceRequest) -> str:
+    context = detail_context(user, obj) | {"oob": True}
+    return render_to_string("workspaces/_request_live.html", context).strip()
 
 
 def fragment(user: AbstractBaseUser, *, request_id: int, mode: str, created: bool = False) -> str | None:
@@ -57,5 +80,5 @@ def fragment(user: AbstractBaseUser, *, request_id: int, mode: str, created: boo
     if mode == "approvals":
         return approval_row(user, obj, created=created)
     if mode == "detail":
-        return detail_parts(obj)
+        return detail_parts(user, obj)
     return list_row(obj, created=created)

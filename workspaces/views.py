@@ -13,7 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from catalog.models import Preset
 from portal.http import HtmxHttpRequest, wants_fragment
-from workspaces import services
+from workspaces import live, services
 from workspaces.forms import (
     DecisionForm,
     InferenceRequestForm,
@@ -110,7 +110,7 @@ def request_preflight(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("Only the requester or an approver of the team can re-run the checks.")
     preflight.preflight_request(request_id=obj.pk)
     messages.success(request, "The dataset and registry checks ran again.")
-    return redirect("workspaces:request-detail", pk=obj.pk)
+    return _back_to(request, obj)
 
 
 @require_GET
@@ -151,19 +151,9 @@ def request_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def request_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     obj = _request_for(request, pk)
-    context = {
-        "obj": obj,
-        "events": obj.events.select_related("actor"),
+    context = live.detail_context(request.user, obj) | {
         "manifest_yaml": to_yaml(services.request_manifests(request=obj)),
         "can_decide": obj.status == Status.PENDING_APPROVAL and services.can_approve(request.user, obj),
-        "can_withdraw": obj.status == Status.PENDING_APPROVAL and request.user.pk == obj.requester_id,
-        "can_delete": obj.status in workspace.DELETABLE and workspace.can_delete(request.user, obj),
-        # A finished tuning job's adapter, ready to serve: name, image and the push secret as pull secret.
-        "adapter_line": (
-            f"{obj.name}-adapter {obj.output_image} {obj.output_push_secret}".strip()
-            if obj.kind == "tuning" and obj.status == Status.SUCCEEDED and obj.output_image
-            else ""
-        ),
         "decision_form": DecisionForm(),
         "budget": services.budget_after(obj),
     }
@@ -181,8 +171,8 @@ def request_live(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             return HttpResponse("")
         return HttpResponseStopPolling(f'<tr id="approval-{obj.pk}" hx-swap-oob="delete"></tr>')
     if mode == "detail":
-        events = obj.events.select_related("actor")
-        html = render_to_string("workspaces/_request_live.html", {"obj": obj, "events": events}, request=request)
+        context = live.detail_context(request.user, obj)
+        html = render_to_string("workspaces/_request_live.html", context, request=request)
     else:
         html = render_to_string("workspaces/_request_row.html", {"obj": obj}, request=request)
     return HttpResponseStopPolling(html) if obj.is_final else HttpResponse(html)
@@ -257,7 +247,7 @@ def request_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Deleting {obj}; the GPU nodes are released once KAITO has removed it.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-    return redirect("workspaces:request-detail", pk=obj.pk)
+    return _back_to(request, obj)
 
 
 @require_POST
@@ -268,4 +258,9 @@ def request_withdraw(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Withdrew {obj}.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-    return redirect("workspaces:request-detail", pk=obj.pk)
+    return _back_to(request, obj)
+
+
+def _back_to(request: HtmxHttpRequest, obj: WorkspaceRequest) -> HttpResponse:
+    """The request page again: a redirect, or for htmx (buttons pushed over the WebSocket) a client-side one."""
+    return HttpResponseClientRedirect(obj.get_absolute_url()) if request.htmx else redirect(obj.get_absolute_url())

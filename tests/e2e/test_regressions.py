@@ -3,12 +3,13 @@
 import datetime as dt
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from tests.workspaces import kaito_play
-from tests.workspaces.test_live import create
-from workspaces import services
-from workspaces.models import PendingSecret, Status
+from tests.workspaces.test_live import connect, create
+from workspaces import notify, services
+from workspaces.models import PendingSecret, Status, WorkspaceRequest
 from workspaces.services import workspace as ws
 from workspaces.services.preview import request_manifests
 
@@ -37,3 +38,34 @@ def test_kaito_status_seen_before_the_apply_commits_still_sets_the_expiry(
     assert (request.status, request.applied_at) == (Status.PROVISIONING, applied_at)
     assert not PendingSecret.objects.filter(request=request).exists()
     assert ws.workspaces_expire(now=request.expires_at + dt.timedelta(minutes=1)) == [request.pk]
+
+
+async def test_the_request_page_gets_its_buttons_with_each_status(requester, approver, tuning_payload):
+    """Withdraw goes, Delete and "Deploy with this adapter" come; pushed forms post through htmx (no CSRF field)."""
+    request = await sync_to_async(create)(requester, tuning_payload)
+    page, ok, _ = await connect(requester, f"?request={request.pk}")
+    assert ok
+    await sync_to_async(services.request_approve)(request=request, actor=approver)
+    approved = await page.receive_from(timeout=5)
+    assert '<div class="actions" id="request-actions" hx-swap-oob="true">' in approved
+    assert 'id="withdraw"' not in approved and 'id="deploy-adapter"' not in approved
+    assert f'hx-post="/workspaces/{request.pk}/delete/"' in approved and "csrfmiddlewaretoken" not in approved
+    assert '<section class="card" id="preflight" hx-swap-oob="true">' in approved
+    assert '<section class="card" id="tuning-progress" hx-swap-oob="true" hidden>' in approved  # not applied yet
+    now = timezone.now()
+    await sync_to_async(WorkspaceRequest.objects.filter(pk=request.pk).update)(status=Status.SUCCEEDED, applied_at=now)
+    await sync_to_async(notify.request_changed)(request_id=request.pk)
+    succeeded = await page.receive_from(timeout=5)
+    assert 'id="deploy-adapter"' in succeeded and "workspace-tuning-phi-3-adapter" in succeeded
+    assert f'hx-get="/workspaces/{request.pk}/logs/" hx-trigger="load"' in succeeded
+    await page.disconnect()
+
+
+def test_withdraw_and_delete_answer_htmx_with_a_client_redirect(client, requester, inference_payload):
+    request = create(requester, inference_payload)
+    client.force_login(requester)
+    response = client.post(f"/workspaces/{request.pk}/withdraw/", headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response["HX-Redirect"] == f"/workspaces/{request.pk}/"
+    assert WorkspaceRequest.objects.get(pk=request.pk).status == Status.WITHDRAWN
+    plain = client.post(f"/workspaces/{request.pk}/withdraw/")  # without JavaScript: a normal redirect
+    assert plain.status_code == 302 and plain["Location"] == f"/workspaces/{request.pk}/"

@@ -72,6 +72,11 @@ def request_preview(request: HtmxHttpRequest, kind: str) -> HttpResponse:
     form = form_class(request.POST, user=request.user)
     form.is_valid()  # fills cleaned_data for the valid fields
     preview = services.request_preview(requester=request.user, draft=form.to_draft())
+    # A typed value the form refused is missing from the draft, so the preview would call it "required";
+    # say what the form says beside that field instead.
+    for name, errors in form.errors.items():
+        if name in preview.errors and str(form.data.get(name, "")).strip():
+            preview.errors[name] = list(errors)
     context = {"preview": preview, "form": form, "kind": kind}
     return render(request, "workspaces/request_form.html#preview", context)
 

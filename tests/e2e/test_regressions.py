@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 from django.utils import timezone
 
 from tests.workspaces import kaito_play
@@ -69,3 +70,17 @@ def test_withdraw_and_delete_answer_htmx_with_a_client_redirect(client, requeste
     assert WorkspaceRequest.objects.get(pk=request.pk).status == Status.WITHDRAWN
     plain = client.post(f"/workspaces/{request.pk}/withdraw/")  # without JavaScript: a normal redirect
     assert plain.status_code == 302 and plain["Location"] == f"/workspaces/{request.pk}/"
+
+
+def test_the_preview_repeats_the_fields_errors_instead_of_calling_typed_values_missing(requester, team):
+    client = Client()
+    client.force_login(requester)
+    form = {"team": team.pk, "name": "Bad_Name!", "preset": "phi-3-mini-128k-instruct", "hours": "100000",
+            "instance_type": "Standard_NC6s_v3", "runtime": "vllm"}  # fmt: skip
+    html = client.post("/workspaces/new/inference/preview/", form).content.decode()
+    assert "The workspace name must be a DNS-1123 label" in html
+    assert "Expiry must be between 1 and 720 hours." in html
+    assert "Standard_NC6s_v3 is no longer accepted by KAITO" in html
+    assert "is required" not in html
+    empty = client.post("/workspaces/new/inference/preview/", {"team": team.pk}).content.decode()
+    assert "Choose a model." in empty and "The workspace name is required." in empty  # empty fields keep theirs

@@ -84,3 +84,13 @@ def test_the_preview_repeats_the_fields_errors_instead_of_calling_typed_values_m
     assert "is required" not in html
     empty = client.post("/workspaces/new/inference/preview/", {"team": team.pk}).content.decode()
     assert "Choose a model." in empty and "The workspace name is required." in empty  # empty fields keep theirs
+
+
+def test_every_decision_locks_only_the_request_row(requester, approver, inference_payload):
+    """PostgreSQL refused FOR UPDATE across with_related()'s outer joins: approve, reject and withdraw all failed."""
+    approved = create(requester, inference_payload)
+    assert services.request_approve(request=approved, actor=approver).status == Status.APPROVED
+    rejected = create(requester, inference_payload | {"name": "phi-chat-2"})
+    assert services.request_reject(request=rejected, actor=approver, note="too big").status == Status.REJECTED
+    withdrawn = create(requester, inference_payload | {"name": "phi-chat-3"})
+    assert services.request_withdraw(request=withdrawn, actor=requester).status == Status.WITHDRAWN

@@ -30,7 +30,9 @@ class BudgetExceeded(ValidationError):
 
 
 def _locked(request: WorkspaceRequest) -> WorkspaceRequest:
-    return WorkspaceRequest.objects.select_for_update().with_related().get(pk=request.pk)
+    # Lock the request's row only: PostgreSQL refuses FOR UPDATE on the nullable side of the outer joins that
+    # with_related() adds (instance type, decider), so every decision failed there; SQLite ignores the lock.
+    return WorkspaceRequest.objects.select_for_update(of=("self",)).with_related().get(pk=request.pk)
 
 
 def can_approve(user: AbstractBaseUser, request: WorkspaceRequest) -> bool:

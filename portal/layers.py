@@ -1,4 +1,4 @@
-"""The in-memory channel layer, made safe for senders on other threads (the in-process reconciler)."""
+"""The channel layers: in-memory made safe for senders on other threads, and Redis with safe socket timeouts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,16 @@ import asyncio
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
+
+# channels_redis waits up to 5 s in BZPOPMIN for the next message; redis-py 8 gives every socket a 5 s read
+# timeout by default, so an idle consumer's wait raced it, lost, and the WebSocket closed mid-answer.
+REDIS_SOCKET_TIMEOUT = 30
+
+
+def redis_channel_layer(url: str) -> dict[str, Any]:
+    """The CHANNEL_LAYERS entry for Redis at `url`, with reads allowed to outlast the layer's blocking wait."""
+    host = {"address": url, "socket_timeout": REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": 5}
+    return {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [host]}}
 
 
 class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):

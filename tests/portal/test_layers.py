@@ -1,12 +1,19 @@
-"""The in-memory channel layer delivers to a consumer's loop from a plain thread (the in-process reconciler)."""
+"""Channel layers: in-memory delivers across threads (the in-process reconciler); Redis receivers survive idle waits."""
 
 import asyncio
+import os
+import shutil
+import socket
+import subprocess
 import threading
 import time
 
+import pytest
 from asgiref.sync import async_to_sync
+from channels_redis.core import RedisChannelLayer
 
-from portal.layers import ThreadSafeInMemoryChannelLayer
+from devcluster.procs import free_port
+from portal.layers import ThreadSafeInMemoryChannelLayer, redis_channel_layer
 
 
 def test_group_send_from_another_thread_wakes_the_receiver():
@@ -30,3 +37,54 @@ def test_group_send_from_another_thread_wakes_the_receiver():
     receiver.join(5)
     loop.close()
     assert received == [{"type": "x"}]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """REDIS_URL when the run has one (CI's second pass), else a throwaway redis-server on 127.0.0.1."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no REDIS_URL and no redis-server (apt-get install redis-server; .ci/run installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_redis_receiver_outlives_idle_waits_longer_than_the_blocking_pop(redis_url):
+    # The chat consumer waits on its channel while an answer streams; with redis-py 8's default 5 s socket
+    # timeout that wait raised "Timeout reading from …" after about 5 s and Daphne closed the WebSocket.
+    layer = RedisChannelLayer(**redis_channel_layer(redis_url)["CONFIG"])
+
+    async def scenario():
+        channel = await layer.new_channel()
+
+        async def later():
+            await asyncio.sleep(layer.brpop_timeout + 2)
+            await layer.send(channel, {"type": "late"})
+
+        sender = asyncio.create_task(later())
+        try:
+            return await asyncio.wait_for(layer.receive(channel), timeout=layer.brpop_timeout + 10)
+        finally:
+            await sender
+            await layer.flush()
+
+    assert asyncio.run(scenario()) == {"type": "late"}

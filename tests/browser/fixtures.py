@@ -31,6 +31,7 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 from django.test import Client
+from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +40,9 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
 ]  # fmt: skip
+# Assertions wait as long as actions do (Playwright's default is 5 s): the first page of a session renders
+# cold templates, and CI's two cores also run the control plane, the stand-ins and the reconciler.
+expect.set_options(timeout=10_000)
 # The portal's own ASGI app plus static files (htmx), served without collectstatic, like runserver does.
 ASGI_APP = "tests.browser.asgi:application"
 

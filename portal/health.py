@@ -9,13 +9,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from portal.middleware import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 CHECK_TIMEOUT = 3.0  # seconds per dependency; below the chart's probe timeout, so a hung check still answers
@@ -109,27 +111,22 @@ async def readyz(request: HttpRequest) -> HttpResponse:
     return JsonResponse(body, status=503 if failed else 200)
 
 
-class ProbeMiddleware:
+class ProbeMiddleware(HybridMiddleware):
     """Answers /healthz, /readyz and /metrics before host validation and the HTTPS redirect.
 
     Kubelet probes and Prometheus scrapes reach the pod by IP over plain HTTP, so the Host header is not
     in ALLOWED_HOSTS and the request is not secure. None of these answers depends on the host.
     """
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         from portal.metrics import metrics_view
 
-        self.get_response = get_response
+        super().__init__(get_response)
         self.routes: dict[str, Callable[[HttpRequest], Any]] = {
             "/healthz": healthz,
             "/readyz": readyz,
             "/metrics": metrics_view,
         }
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         view = self.routes.get(request.path.rstrip("/"))

@@ -8,11 +8,13 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
+
+from portal.middleware import HybridMiddleware
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # A client-supplied X-Request-ID is kept only when it looks like an id (an ingress usually sets one).
@@ -63,16 +65,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HybridMiddleware):
     """Sets the request id for the logs of this request and returns it as X-Request-ID."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     @staticmethod
     def _start(request: HttpRequest) -> contextvars.Token[str]:

@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from portal.middleware import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("portal.access")
@@ -157,16 +159,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})  # probes and scrapes: counted, not access-logged
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HybridMiddleware):
     """Counts and times every request by route name; logs one access line (no query string: it may hold secrets)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if iscoroutinefunction(self):

@@ -152,6 +152,22 @@ def _relay(upstream: chat.UpstreamResponse, *, metered: bool) -> StreamingHttpRe
     return response
 
 
+async def _forward(
+    obj: WorkspaceRequest, endpoint: chat.Endpoint, method: str, path: str, body: Any, *, metered: bool
+) -> HttpResponse:
+    """Send the request on to the workspace's model and relay its answer; a failure to reach it in OpenAI's shape."""
+    try:
+        protocol = await chat_access.chat_protocol(request=obj, endpoint=endpoint)
+        upstream = await chat.open_upstream(
+            endpoint, method, path, body, protocol=protocol, client=chat_access.shared_client(endpoint),
+            served_model=obj.preset.served_name,
+        )  # fmt: skip
+    except ChatError as err:
+        metrics.upstream_error(err.kind)
+        return JsonResponse(err.openai_error(), status=err.http_status)
+    return _relay(upstream, metered=metered)
+
+
 def _method_not_allowed(allowed: str) -> JsonResponse:
     response = JsonResponse(openai_error(f"Use {allowed}.", "invalid_request_error", 405), status=405)
     response["Allow"] = allowed
@@ -166,17 +182,9 @@ async def models(request: HttpRequest, pk: int) -> HttpResponse:
         return _method_not_allowed("GET")
     try:
         obj, endpoint = await _target(request, pk)
-        protocol = await chat_access.chat_protocol(request=obj, endpoint=endpoint)
-        upstream = await chat.open_upstream(
-            endpoint, "GET", "/v1/models", protocol=protocol, client=chat_access.shared_client(endpoint),
-            served_model=obj.preset.served_name,
-        )  # fmt: skip
+        return await _forward(obj, endpoint, "GET", "/v1/models", None, metered=False)
     except ApiError as err:
         return err.response()
-    except ChatError as err:
-        metrics.upstream_error(err.kind)
-        return JsonResponse(err.openai_error(), status=err.http_status)
-    return _relay(upstream, metered=False)
 
 
 @login_not_required
@@ -194,14 +202,6 @@ async def chat_completions(request: HttpRequest, pk: int) -> HttpResponse:
         obj, endpoint = await _target(request, pk, count=isinstance(body, dict))
         if not isinstance(body, dict):
             raise ApiError(400, "The body must be a JSON object (a chat completion request).", "invalid_request_error")
-        protocol = await chat_access.chat_protocol(request=obj, endpoint=endpoint)
-        upstream = await chat.open_upstream(
-            endpoint, "POST", chat.CHAT_PATH, body, protocol=protocol, client=chat_access.shared_client(endpoint),
-            served_model=obj.preset.served_name,
-        )  # fmt: skip
+        return await _forward(obj, endpoint, "POST", chat.CHAT_PATH, body, metered=True)
     except ApiError as err:
         return err.response()
-    except ChatError as err:
-        metrics.upstream_error(err.kind)
-        return JsonResponse(err.openai_error(), status=err.http_status)
-    return _relay(upstream, metered=True)

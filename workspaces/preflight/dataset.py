@@ -22,7 +22,7 @@ from workspaces.preflight.readers import (
     read_arrow,
     read_parquet,
 )
-from workspaces.preflight.records import Columns, Finding, check_records, detect_shape, plain, token_summary
+from workspaces.preflight.records import Columns, Finding, Findings, check_records, detect_shape, plain, token_summary
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ PREVIEW_ROWS = 5
 
 
 @dataclass
-class DatasetReport:
+class DatasetReport(Findings):
     """The result of one dataset check; `to_dict()` is JSON-serialisable for storing on the request."""
 
     url: str
@@ -59,19 +59,6 @@ class DatasetReport:
     bytes_read: int = 0
     requests: int = 0
     seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
-
-    def add(self, severity: str, code: str, message: str) -> None:
-        self.findings.append(Finding(severity, code, message))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "findings"}
-        data["findings"] = [f.to_dict() for f in self.findings]
-        data["ok"] = self.ok
-        return data
 
 
 def file_name(url: str) -> str:

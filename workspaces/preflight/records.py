@@ -31,6 +31,23 @@ class Finding:
         return asdict(self)
 
 
+class Findings:
+    """What a report dataclass with a `findings` list shares: `ok`, `add`, and its JSON form."""
+
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def add(self, severity: str, code: str, message: str) -> None:
+        self.findings.append(Finding(severity, code, message))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "findings"}
+        return {**data, "findings": [f.to_dict() for f in self.findings], "ok": self.ok}
+
+
 @dataclass(frozen=True)
 class Columns:
     """Column names, as DatasetConfig can rename them (messages_column, context_column, response_column)."""

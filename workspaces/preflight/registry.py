@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urljoin
 from workspaces.kaito.imageref import DEFAULT_DOMAIN, ImageRef, InvalidReference, parse_reference
 from workspaces.netguard import Resolver
 from workspaces.preflight.fetch import FetchError, Limits, Response, SafeFetcher, origin
-from workspaces.preflight.records import Finding
+from workspaces.preflight.records import Finding, Findings
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def token_access(token: str) -> list[dict[str, Any]] | None:
 
 
 @dataclass
-class RegistryReport:
+class RegistryReport(Findings):
     """Result of one registry check; `to_dict()` is JSON-serialisable and holds no secret."""
 
     image: str
@@ -129,17 +129,6 @@ class RegistryReport:
     granted: list[dict[str, Any]] | None = None  # access claim of a JWT token
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
-
-    def add(self, severity: str, code: str, message: str) -> None:
-        self.findings.append(Finding(severity, code, message))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "findings"}
-        return {**data, "findings": [f.to_dict() for f in self.findings], "ok": self.ok}
 
 
 def _registry_errors(response: Response) -> str:

@@ -1,16 +1,4 @@
-"""Chat proxy: time to first token and tokens/s through the portal (WebSocket, OpenAI endpoint) vs. the model directly.
-
-Three processes on 127.0.0.1: the model stand-in (devcluster.model_standin, its own process), the portal under
-Daphne (the production ASGI server) with the stand-in behind KAITO_INFERENCE_URL and a fresh SQLite database,
-and this client. For 1, 50 and 200 concurrent streams it measures, per stream, the time from sending the
-request to the first answer token and the token rate after it, for
-
-    direct  POST /v1/chat/completions (stream) to the stand-in      the baseline
-    api     the same through /api/workspaces/<id>/v1 (API token)    the byte relay
-    ws      the chat page's WebSocket (session cookie)              the HTML-fragment path, conversation stored
-
-and prints medians, p95 and the ratios portal/direct, with error counts. Run: python bench/chat_proxy.py
-"""
+"""Chat proxy: time to first token and tokens/s through the portal (WebSocket, OpenAI API) vs. the model directly."""
 
 from __future__ import annotations
 
@@ -35,6 +23,17 @@ from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import connect as ws_connect
+
+# Three processes on 127.0.0.1: the model stand-in (devcluster.model_standin, its own process), the portal under
+# Daphne (the production ASGI server) with the stand-in behind KAITO_INFERENCE_URL and a fresh SQLite database,
+# and this client. For 1, 50 and 200 concurrent streams it measures, per stream, the time from sending the
+# request to the first answer token and the token rate after it, for
+#
+#     direct  POST /v1/chat/completions (stream) to the stand-in      the baseline
+#     api     the same through /api/workspaces/<id>/v1 (API token)    the byte relay
+#     ws      the chat page's WebSocket (session cookie)              the HTML-fragment path, conversation stored
+#
+# and prints medians, p95 and the ratios portal/direct, with error counts. Run: python bench/chat_proxy.py
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

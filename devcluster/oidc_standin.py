@@ -1,8 +1,4 @@
-"""A local OpenID Connect provider for tests: discovery, JWKS, a code flow that signs in one configured user at once.
-
-It speaks the parts of OIDC Core that a relying party uses (authorization code flow with state, nonce and
-PKCE S256; RS256 ID tokens; userinfo) and can misbehave on purpose: see FAULTS.
-"""
+"""A local OpenID Connect provider for tests: discovery, JWKS, a code flow that signs in one configured user at once."""
 
 from __future__ import annotations
 
@@ -22,6 +18,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devcluster.httpserver import LocalServer, QuietHandler, ThreadedStandin, respond
+
+# It speaks the parts of OIDC Core that a relying party uses (authorization code flow with state, nonce and
+# PKCE S256; RS256 ID tokens; userinfo) and can misbehave on purpose: see FAULTS.
 
 # What a test can make the provider do wrong (standin.fault = name).
 FAULTS = {

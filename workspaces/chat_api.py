@@ -1,8 +1,4 @@
-"""OpenAI-compatible endpoint per workspace (/api/workspaces/<id>/v1/...), relayed to its model byte for byte.
-
-Async views rather than DRF (which has no async views): a streamed answer must not hold a worker thread.
-Errors answer in OpenAI's error JSON, so that the `openai` client raises the matching exception.
-"""
+"""OpenAI-compatible endpoint per workspace (/api/workspaces/<id>/v1/...), relayed to its model byte for byte."""
 
 from __future__ import annotations
 
@@ -25,6 +21,9 @@ from workspaces.chat_formats import openai_error
 from workspaces.models import WorkspaceRequest
 from workspaces.services import chat_access
 from workspaces.services.chat_access import ChatRefused, RateLimited
+
+# Async views rather than DRF (which has no async views): a streamed answer must not hold a worker thread.
+# Errors answer in OpenAI's error JSON, so that the `openai` client raises the matching exception.
 
 _UPSTREAM_KINDS = {404: "not_found", 429: "rate_limited", 503: "not_ready"}
 NO_TOKEN = (

@@ -1,9 +1,4 @@
-"""Which user-given URLs the portal will fetch or hand to KAITO: KAITO's rules plus stricter ones.
-
-KAITO's webhook refuses localhost, metadata host names and loopback/private/link-local IP literals
-(validateDataSourceURL). The portal also refuses IP literals in unusual notations (decimal, octal,
-hex, shortened, IPv4-mapped IPv6 ...) and host names that resolve to a refused address.
-"""
+"""Which user-given URLs the portal will fetch or hand to KAITO: KAITO's rules plus stricter ones."""
 
 from __future__ import annotations
 
@@ -13,6 +8,10 @@ import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
+
+# KAITO's webhook refuses localhost, metadata host names and loopback/private/link-local IP literals
+# (validateDataSourceURL). The portal also refuses IP literals in unusual notations (decimal, octal,
+# hex, shortened, IPv4-mapped IPv6 ...) and host names that resolve to a refused address.
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]

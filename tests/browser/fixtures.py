@@ -1,16 +1,4 @@
-"""The portal on a real socket for end-to-end tests: Daphne in a subprocess on the test database, Chromium, sign-in.
-
-Import the fixtures into a conftest.py (tests/browser/conftest.py does) or use the helpers directly:
-
-    run_live_portal(inference_url=..., env={...})  context manager -> LivePortal(url, ws_url, ...)
-    live_portal_factory                            fixture: start extra servers (another stand-in, other settings)
-    chromium_browser / new_page                    fixtures: Debian's Chromium via Playwright's sync API
-    sign_in(page, portal, user)                    a session cookie for `user` in the page's browser context
-    sign_in_with_password(page, portal, username, password)   the login form, as a person does it
-
-The server is a separate process, so it sees only committed data: tests use `transactional_db` (the
-`live_portal` fixture in tests/browser/conftest.py requests it). Settings reach it through its environment.
-"""
+"""The portal on a real socket for end-to-end tests: Daphne in a subprocess on the test database, Chromium, sign-in."""
 
 from __future__ import annotations
 
@@ -32,6 +20,17 @@ import pytest
 from django.db import connection
 from django.test import Client
 from playwright.sync_api import expect
+
+# Import the fixtures into a conftest.py (tests/browser/conftest.py does) or use the helpers directly:
+#
+#     run_live_portal(inference_url=..., env={...})  context manager -> LivePortal(url, ws_url, ...)
+#     live_portal_factory                            fixture: start extra servers (another stand-in, other settings)
+#     chromium_browser / new_page                    fixtures: Debian's Chromium via Playwright's sync API
+#     sign_in(page, portal, user)                    a session cookie for `user` in the page's browser context
+#     sign_in_with_password(page, portal, username, password)   the login form, as a person does it
+#
+# The server is a separate process, so it sees only committed data: tests use `transactional_db` (the
+# `live_portal` fixture in tests/browser/conftest.py requests it). Settings reach it through its environment.
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"

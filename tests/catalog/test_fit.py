@@ -1,13 +1,12 @@
-"""KAITO's node estimator, checked against values worked out by hand from the formula (kaito-reference §2.1).
-
-minGPUs = int(1.02·W / ((0.84·M − 2.3 GiB − 2048·B/G) / 1.05)) + 1,  nodes = ceil(minGPUs / G)
-W weights, M memory per GPU, G GPUs per node, B KV bytes per token = 2·layers·kv_heads·head_dim·2
-(MLA models: layers·(kv_lora_rank + qk_rope_head_dim)·2).
-"""
+"""KAITO's node estimator, checked against values worked out by hand from the formula (kaito-reference §2.1)."""
 
 import pytest
 
 from catalog import fit
+
+# minGPUs = int(1.02·W / ((0.84·M − 2.3 GiB − 2048·B/G) / 1.05)) + 1,  nodes = ceil(minGPUs / G)
+# W weights, M memory per GPU, G GPUs per node, B KV bytes per token = 2·layers·kv_heads·head_dim·2
+# (MLA models: layers·(kv_lora_rank + qk_rope_head_dim)·2).
 
 QWEN_32B = fit.ModelSpec(weight_gib=61.03, num_layers=64, num_kv_heads=8, head_dim=128)
 PHI3_MEDIUM = fit.ModelSpec(weight_gib=26.0, num_layers=40, num_kv_heads=10, head_dim=128)

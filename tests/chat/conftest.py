@@ -1,5 +1,4 @@
-"""Chat fixtures: the model stand-in, READY workspaces, tokens (tests/chat/fixtures.py), the team fixtures of
-tests/workspaces and the real Daphne of tests/browser."""
+"""Chat fixtures: stand-in, READY workspaces, tokens (fixtures.py), tests/workspaces' teams, tests/browser's Daphne."""
 
 from tests.browser.fixtures import live_portal_factory  # noqa: F401
 from tests.chat.fixtures import _chat_settings, legacy_standin, preset, standin, token, workspace  # noqa: F401

@@ -1,5 +1,4 @@
-"""Chat test helpers and fixtures (registered by tests/chat/conftest.py): the model stand-in behind
-KAITO_INFERENCE_URL, READY workspaces, API tokens, session cookies and WebSocket helpers."""
+"""Chat test helpers and fixtures: the model stand-in, READY workspaces, API tokens, cookies, WebSocket helpers."""
 
 import asyncio
 import json

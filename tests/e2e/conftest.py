@@ -1,15 +1,4 @@
-"""The whole stack for browser journeys: local control plane, stand-ins, web + reconciler on the test database.
-
-    stack     the running portal (`stack.url`, `stack.mode` = "embedded" or "redis", `stack.log()`), per test on a
-              clean database with the catalog loaded; the processes live for the session
-    people    a team in a fresh namespace of the control plane, a requester who signs in with a password and an
-              approver; `people.password`
-    shots     numbered screenshots in build/e2e/<test>/
-    new_page  a page in its own browser context (Debian's Chromium), from tests/browser/fixtures.py
-
-On the embedded defaults `manage.py serve` runs the web server and the reconciler in one process (the in-memory
-channel layer cannot cross processes); with REDIS_URL, Daphne and `manage.py reconcile` run apart, through Redis.
-"""
+"""The whole stack for browser journeys: local control plane, stand-ins, web + reconciler on the test database."""
 
 from __future__ import annotations
 
@@ -34,6 +23,17 @@ from tests.workspaces.conftest import (  # noqa: F401  (fixtures of test_regress
     tuning_payload,
 )
 from workspaces.models import Membership, Team
+
+# Fixtures:
+#     stack     the running portal (`stack.url`, `stack.mode` = "embedded" or "redis", `stack.log()`), per test on a
+#               clean database with the catalog loaded; the processes live for the session
+#     people    a team in a fresh namespace of the control plane, a requester who signs in with a password and an
+#               approver; `people.password`
+#     shots     numbered screenshots in build/e2e/<test>/
+#     new_page  a page in its own browser context (Debian's Chromium), from tests/browser/fixtures.py
+#
+# On the embedded defaults `manage.py serve` runs the web server and the reconciler in one process (the in-memory
+# channel layer cannot cross processes); with REDIS_URL, Daphne and `manage.py reconcile` run apart, through Redis.
 
 PASSWORD = "quick-start-pw-2026"  # a throwaway account in the test database
 

@@ -1,5 +1,4 @@
-"""The model stand-in speaks KAITO's upstream protocols: shapes checked against the copied OpenAPI specs,
-the documented samples and the openai package's own types; faults, counters, threads and the CLI."""
+"""The model stand-in speaks KAITO's upstream protocols (OpenAPI specs, samples, openai types); faults and the CLI."""
 
 import asyncio
 import json

@@ -1,7 +1,4 @@
-"""KAITO v0.12's admission rules (webhook and CRD) as pure checks, plus the portal's stricter ones.
-
-Each check returns messages; the caller attaches them to the form or API field they concern.
-"""
+"""KAITO v0.12's admission rules (webhook and CRD) as pure checks, plus the portal's stricter ones."""
 
 from __future__ import annotations
 
@@ -15,6 +12,8 @@ import yaml
 from catalog import fit
 from workspaces.kaito import imageref
 from workspaces.kaito.spec import Adapter
+
+# Each check returns messages; the caller attaches them to the form or API field they concern.
 
 MAX_ADAPTERS = 10  # MaxAdaptersNumber
 TRAINING_SECTIONS = {

@@ -11,7 +11,6 @@ import logging
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,18 +36,15 @@ from websockets.asyncio.client import connect as ws_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from devcluster.procs import free_port, stop_child  # noqa: E402
+
 WORK = Path(tempfile.mkdtemp(prefix="kaito-chat-bench-"))
 DB_URL = f"sqlite:///{WORK / 'bench.sqlite3'}"
 MODEL = "phi-3-mini-128k-instruct"
 # About 90 answer tokens: the stand-in echoes the prompt inside its answer.
 PROMPT = " ".join(f"word{i}" for i in range(60))
 WORDS = re.compile(r"\S+\s*")  # the stand-in's tokens: a word and the whitespace after it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def setup_database() -> tuple[int, str, str]:
@@ -100,12 +96,7 @@ def process(cmd: list[str], env: dict[str, str], ready_url: str, log: Path):
             wait_http(ready_url)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_child(proc)
 
 
 @dataclass

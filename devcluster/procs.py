@@ -95,6 +95,18 @@ def stop_pid(
             time.sleep(0.05)
 
 
+def stop_child(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM one child process (not its group), SIGKILL it if it is still there after timeout; reap it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """Return a currently free TCP port on 127.0.0.1 (the caller retries if someone takes it first)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 from playwright.sync_api import expect
+
+from devcluster.procs import free_port, stop_child
 
 # Import the fixtures into a conftest.py (tests/browser/conftest.py does) or use the helpers directly:
 #
@@ -44,12 +45,6 @@ CHROMIUM_ARGS = [
 expect.set_options(timeout=10_000)
 # The portal's own ASGI app plus static files (htmx), served without collectstatic, like runserver does.
 ASGI_APP = "tests.browser.asgi:application"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_database_url() -> str:
@@ -123,12 +118,7 @@ def run_live_portal(
                 _wait_ready(portal.url, proc, log, timeout)
                 yield portal
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_child(proc)
                 portal.log_path = None  # the folder goes away now
 
 

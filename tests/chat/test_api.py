@@ -7,11 +7,11 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from devcluster.model_standin import tokenize
+from devcluster.procs import free_port
 from portal import metrics
 from portal.models import ApiToken
 from portal.services import token_create, token_revoke
 from tests.chat.fixtures import ADAPTER, BASE, chat_message, is_turn_end, make_workspace, receive_until, ws_connect
-from tests.portal.servers import free_port
 from workspaces.models import Status, WorkspaceRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)

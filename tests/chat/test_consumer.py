@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devcluster.model_standin import tokenize
+from devcluster.procs import free_port
 from tests.chat.fixtures import (
     ADAPTER,
     BASE,
@@ -19,7 +20,6 @@ from tests.chat.fixtures import (
     wait_closed,
     ws_connect,
 )
-from tests.portal.servers import free_port
 from workspaces.models import Conversation, Message, Status, WorkspaceRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)

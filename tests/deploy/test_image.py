@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.portal.servers import ROOT, clean_env, free_port, http_get, running
+from devcluster.procs import free_port
+from tests.portal.servers import ROOT, clean_env, http_get, running
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 IGNORED = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}

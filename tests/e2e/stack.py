@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devcluster.procs import free_port, stop_child
 from devcluster.standin import localaddr
-from tests.browser.fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SELECTOR = "app.kubernetes.io/managed-by=kaito-portal"
@@ -37,13 +36,7 @@ class Process:
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM (every process here cleans up on it: the stand-ins remove their extra address), then SIGKILL."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_child(self.popen, timeout)
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,13 +10,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devcluster.procs import stop_child
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**extra):
@@ -73,13 +67,7 @@ def running(cmd, env, *, port, ready_path="/healthz", timeout=60, cwd=ROOT):
                 time.sleep(0.2)
             yield result
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_child(proc, timeout=20)
             out.seek(0)
             err.seek(0)
             result.update(stdout=out.read(), stderr=err.read(), returncode=proc.returncode)

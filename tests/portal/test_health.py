@@ -5,7 +5,8 @@ import json
 import pytest
 import yaml
 
-from tests.portal.servers import clean_env, daphne, free_port, http_get
+from devcluster.procs import free_port
+from tests.portal.servers import clean_env, daphne, http_get
 from workspaces.cluster import ConnectionSettings, connect
 from workspaces.services.clusters import set_cluster
 

@@ -9,9 +9,10 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from devcluster.procs import free_port
 from portal import metrics
 from portal.logging import JsonFormatter, request_id_var, scrub
-from tests.portal.servers import clean_env, free_port, http_get, running
+from tests.portal.servers import clean_env, http_get, running
 
 
 def sample(name, **labels):

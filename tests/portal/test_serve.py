@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.cluster
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(tmp_path, env_extra, *args):

@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 
 import pytest
 from django.core.management import call_command
@@ -11,6 +12,12 @@ pytest_plugins = ["devcluster.pytest_plugin", "devcluster.registry_fixtures"]
 # Playwright's sync API runs an event loop in the main thread; Django's ORM in the test body
 # would otherwise refuse to run (tooling-recipes.md §3, gotcha 1).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+# A run started as a background job of a non-interactive shell inherits SIGINT ignored, and so would every
+# process the tests start: the tests that press Ctrl-C on `manage.py serve` or a pytest run would then wait in
+# vain. Handling SIGINT here gives the children the default disposition again (a handler resets on exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,16 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -226,9 +229,19 @@ def test_localaddr_is_idempotent_and_explains_missing_rights():
     assert not localaddr.present(address) and localaddr.remove(address) is False
     with pytest.raises(localaddr.LocalAddressError, match=r"outside 127\.0\.0\.0/8"):
         localaddr.add("127.0.0.9")
-    run = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-m",
-           "devcluster.standin.localaddr", "add", address]  # fmt: skip
-    done = subprocess.run(run, capture_output=True, text=True, timeout=30, cwd=os.getcwd())
+    # As nobody, from a world-readable copy (the module uses only the standard library): the checkout itself
+    # may sit in a folder only root can enter, such as one made by `mktemp -d`.
+    folder = Path(tempfile.mkdtemp(prefix="localaddr-"))
+    try:
+        folder.chmod(0o755)
+        script = folder / "localaddr.py"
+        shutil.copyfile(localaddr.__file__, script)
+        script.chmod(0o644)
+        run = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, str(script),
+               "add", address]  # fmt: skip
+        done = subprocess.run(run, capture_output=True, text=True, timeout=30, cwd=folder)
+    finally:
+        shutil.rmtree(folder)
     assert done.returncode == 2 and "needs CAP_NET_ADMIN (root)" in done.stdout and "sudo ip addr add" in done.stdout
 
 

@@ -203,3 +203,11 @@ class TestServer:
     def bytes_sent(self, path: str | None = None) -> int:
         with self._lock:
             return self.sent.get(path, 0) if path else sum(self.sent.values())
+
+    def bytes_sent_when(self, path: str | None, expected: int, timeout: float = 5.0) -> int:
+        """bytes_sent(path) once it reaches `expected` (or at the timeout): a handler counts a chunk only after
+        writing it, so the client may hold the bytes a moment before the count does."""
+        deadline = time.monotonic() + timeout
+        while self.bytes_sent(path) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.bytes_sent(path)

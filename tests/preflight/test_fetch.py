@@ -23,7 +23,7 @@ def test_get_returns_body_and_counts_bytes(server, make_fetcher):
     response = fetcher.get(url)
     assert response.status == 200 and response.content == b"hello world\n" * 10
     assert not response.truncated and response.size == 120
-    assert fetcher.bytes_read == 120 == server.bytes_sent("/small.txt")
+    assert fetcher.bytes_read == 120 == server.bytes_sent_when("/small.txt", 120)
     assert fetcher.wire_bytes > 120  # status line and headers come on top
 
 
@@ -48,7 +48,7 @@ def test_range_request_answered_with_206(server, make_fetcher):
     assert response.status == 206 and response.content == data[1000:1100]
     assert response.size == len(data) and response.content_range == (1000, 1099)
     assert server.seen[-1].headers["range"] == "bytes=1000-1099"
-    assert server.bytes_sent("/blob") == 100 == fetcher.bytes_read
+    assert server.bytes_sent_when("/blob", 100) == 100 == fetcher.bytes_read
 
 
 def test_server_ignoring_range_is_read_only_up_to_the_end_of_the_range(server, make_fetcher):
@@ -85,7 +85,7 @@ def test_probe_falls_back_to_a_one_byte_range_when_head_is_refused(server, make_
     server.add("/get-only", Route(size=12345, generate=repeating(b"y"), head_status=405))
     probe = fetcher.probe(server.url("/get-only"))
     assert probe.size == 12345 and probe.status == 206 and probe.headers["accept-ranges"] == "bytes"
-    assert [s.method for s in server.seen] == ["HEAD", "GET"] and server.bytes_sent("/get-only") == 1
+    assert [s.method for s in server.seen] == ["HEAD", "GET"] and server.bytes_sent_when("/get-only", 1) == 1
 
 
 @pytest.mark.parametrize(
